@@ -1,0 +1,185 @@
+"""Amortized Gaussian guides ``q(z | x)`` whose parameters come from an encoder network."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+from torch import nn
+from torch.nn import functional as F
+
+from pyrovi.nn import MLP
+
+__all__ = ["AmortizedNormal", "AmortizedMultivariateNormal"]
+
+
+def _out_features(encoder: nn.Module, in_dim: int) -> int:
+    out_dim = getattr(encoder, "out_dim", None)
+    if isinstance(out_dim, int):
+        return out_dim
+    p = next(iter(encoder.parameters()), None)
+    dummy = torch.zeros(2, in_dim, dtype=p.dtype if p is not None else None,
+                        device=p.device if p is not None else None)
+    with torch.no_grad():
+        out = encoder(dummy)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise ValueError(
+            f"encoder must map (batch, {in_dim}) inputs to (batch, features), got "
+            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}"
+        )
+    return int(out.shape[-1])
+
+
+class _AmortizedGuide(PyroModule):
+    """Shared trunk: ``[x, context] -> features``; subclasses add the distribution heads."""
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int,
+        hidden_dims: Sequence[int],
+        encoder: nn.Module | None,
+        context_dim: int,
+        site: str,
+        plate: str,
+        min_scale: float,
+    ) -> None:
+        super().__init__()
+        for name, value in (("x_dim", x_dim), ("z_dim", z_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
+            raise ValueError(f"context_dim must be a non-negative integer, got {context_dim!r}")
+        if not min_scale >= 0:
+            raise ValueError(f"min_scale must be non-negative, got {min_scale!r}")
+        self.x_dim, self.z_dim, self.context_dim = x_dim, z_dim, context_dim
+        self.site, self.plate, self.min_scale = site, plate, float(min_scale)
+        in_dim = x_dim + context_dim
+        if encoder is None:
+            hidden = tuple(int(h) for h in hidden_dims)
+            encoder = (
+                nn.Sequential(MLP(in_dim, hidden[:-1], hidden[-1]), nn.ReLU())
+                if hidden
+                else nn.Identity()
+            )
+        self.encoder = encoder
+        self.features = in_dim if isinstance(encoder, nn.Identity) else _out_features(encoder, in_dim)
+
+    def _inputs(self, x: torch.Tensor, args: tuple) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape (batch, {self.x_dim}), got {shape}")
+        if not self.context_dim:
+            return x
+        if not args or not isinstance(args[0], torch.Tensor):
+            raise ValueError(
+                f"this guide has context_dim={self.context_dim}: call it as guide(x, c) with c of "
+                f"shape (batch, {self.context_dim})"
+            )
+        c = args[0]
+        if c.shape != (x.shape[0], self.context_dim):
+            raise ValueError(
+                f"c must have shape ({x.shape[0]}, {self.context_dim}), got {tuple(c.shape)}"
+            )
+        return torch.cat([x, c.to(x.dtype)], dim=-1)
+
+    def distribution(self, x: torch.Tensor, *args: torch.Tensor) -> dist.Distribution:
+        """``q(z | x, c)`` with batch shape ``(batch,)`` and event shape ``(z_dim,)``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, *args: torch.Tensor, **kwargs) -> torch.Tensor:
+        """The guide. ``x``: ``(batch, x_dim)``; ``args[0]`` is the context when
+        ``context_dim > 0``, other arguments (the model's) are ignored. Returns ``z``."""
+        q = self.distribution(x, *args)
+        with pyro.plate(self.plate, x.shape[0]):
+            return pyro.sample(self.site, q)
+
+
+class AmortizedNormal(_AmortizedGuide):
+    """Diagonal Gaussian ``q(z | x) = N(μ(x), diag σ(x)²)`` at site ``site`` in plate ``plate``.
+
+    Works with any Pyro model whose latent site has the same name and lies in
+    ``pyro.plate(plate, batch)``, e.g. :class:`pyrovi.models.VAE`.
+
+    Args:
+        x_dim: Observed features D.
+        z_dim: Latent dimension.
+        hidden_dims: Widths of the default MLP trunk (empty: a linear encoder).
+        encoder: Optional trunk module mapping ``(batch, x_dim + context_dim) -> (batch, F)``.
+        context_dim: Features of a conditioning input ``c`` (guide called as ``guide(x, c)``).
+        site: Name of the latent sample site.
+        plate: Name of the per-datapoint plate.
+        min_scale: Floor added to σ for numerical stability.
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int,
+        hidden_dims: Sequence[int] = (512, 256),
+        encoder: nn.Module | None = None,
+        context_dim: int = 0,
+        site: str = "z",
+        plate: str = "data",
+        min_scale: float = 1e-4,
+    ) -> None:
+        super().__init__(x_dim, z_dim, hidden_dims, encoder, context_dim, site, plate, min_scale)
+        self.head = nn.Linear(self.features, 2 * z_dim)
+
+    def encode(self, x: torch.Tensor, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and standard deviation, each ``(batch, z_dim)``."""
+        loc, raw = self.head(self.encoder(self._inputs(x, args))).chunk(2, dim=-1)
+        return loc, F.softplus(raw) + self.min_scale
+
+    def distribution(self, x: torch.Tensor, *args: torch.Tensor) -> dist.Distribution:  # noqa: D102
+        loc, scale = self.encode(x, *args)
+        return dist.Normal(loc, scale).to_event(1)
+
+
+class AmortizedMultivariateNormal(_AmortizedGuide):
+    """Full-covariance Gaussian ``q(z | x) = N(μ(x), L(x) L(x)ᵀ)`` with a Cholesky factor L.
+
+    The lower triangle of L comes from a linear head; its diagonal goes through a softplus
+    (plus ``min_scale``), so L is a valid Cholesky factor for every input. Same arguments as
+    :class:`AmortizedNormal`.
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int,
+        hidden_dims: Sequence[int] = (512, 256),
+        encoder: nn.Module | None = None,
+        context_dim: int = 0,
+        site: str = "z",
+        plate: str = "data",
+        min_scale: float = 1e-4,
+    ) -> None:
+        super().__init__(x_dim, z_dim, hidden_dims, encoder, context_dim, site, plate, min_scale)
+        rows, cols = torch.tril_indices(z_dim, z_dim, offset=-1)
+        self.register_buffer("_rows", rows, persistent=False)
+        self.register_buffer("_cols", cols, persistent=False)
+        self.head = nn.Linear(self.features, 2 * z_dim + rows.numel())
+
+    def encode(self, x: torch.Tensor, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean ``(batch, z_dim)`` and Cholesky factor ``(batch, z_dim, z_dim)``."""
+        out = self.head(self.encoder(self._inputs(x, args)))
+        d = self.z_dim
+        loc, raw_diag, off = out[..., :d], out[..., d : 2 * d], out[..., 2 * d :]
+        tril = torch.diag_embed(F.softplus(raw_diag) + self.min_scale)
+        if off.shape[-1]:
+            tril = _fill(tril, off, self._rows, self._cols)
+        return loc, tril
+
+    def distribution(self, x: torch.Tensor, *args: torch.Tensor) -> dist.Distribution:  # noqa: D102
+        loc, tril = self.encode(x, *args)
+        return dist.MultivariateNormal(loc, scale_tril=tril)
+
+
+def _fill(tril: torch.Tensor, off: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
+    lower = torch.zeros_like(tril)
+    lower[..., rows, cols] = off
+    return tril + lower

@@ -1,0 +1,6 @@
+"""Generative models written as Pyro model functions (``PyroModule`` s)."""
+
+from pyrovi.models.cvae import ConditionalVAE
+from pyrovi.models.vae import VAE
+
+__all__ = ["VAE", "ConditionalVAE"]

@@ -1,0 +1,51 @@
+"""Input checks shared by the models."""
+
+from __future__ import annotations
+
+import torch
+
+_LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def check_likelihood(likelihood: str) -> str:
+    if likelihood not in _LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {_LIKELIHOODS}, got {likelihood!r}")
+    return likelihood
+
+
+def check_features(name: str, x: torch.Tensor, dim: int) -> None:
+    """Raise unless ``x`` is a tensor ``(batch, dim)``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor of shape (batch, {dim}), got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[-1] != dim:
+        raise ValueError(f"{name} must have shape (batch, {dim}), got {tuple(x.shape)}")
+
+
+def check_values(name: str, x: torch.Tensor, likelihood: str | None = None) -> None:
+    """Raise on NaN/inf, and on values outside [0, 1] for a Bernoulli likelihood."""
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if likelihood == "bernoulli" and x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError(
+            f"{name} must lie in [0, 1] for a Bernoulli likelihood, got values in "
+            f"[{float(x.min()):.4g}, {float(x.max()):.4g}]; rescale the data or use "
+            "likelihood='gaussian'"
+        )
+
+
+def check_output(name: str, module: torch.nn.Module, in_dim: int, out_dim: int) -> None:
+    """Run ``module`` on a dummy input to check that it maps ``in_dim`` to ``out_dim`` features."""
+    try:
+        p = next(iter(module.parameters()), None)
+        dummy = torch.zeros(2, in_dim, device=p.device if p is not None else None,
+                            dtype=p.dtype if p is not None else None)
+        with torch.no_grad():
+            out = module(dummy)
+    except Exception as e:  # noqa: BLE001 - re-raised with context
+        raise ValueError(
+            f"{name} must map (batch, {in_dim}) inputs to (batch, {out_dim}) outputs; calling it "
+            f"on zeros of shape (2, {in_dim}) failed: {e}"
+        ) from e
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, out_dim):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{name} must map (batch, {in_dim}) to (batch, {out_dim}), got {shape}")
