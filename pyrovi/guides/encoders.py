@@ -21,8 +21,12 @@ def _out_features(encoder: nn.Module, in_dim: int) -> int:
     if isinstance(out_dim, int):
         return out_dim
     p = next(iter(encoder.parameters()), None)
-    dummy = torch.zeros(2, in_dim, dtype=p.dtype if p is not None else None,
-                        device=p.device if p is not None else None)
+    dummy = torch.zeros(
+        2,
+        in_dim,
+        dtype=p.dtype if p is not None else None,
+        device=p.device if p is not None else None,
+    )
     with torch.no_grad():
         out = encoder(dummy)
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
@@ -66,7 +70,9 @@ class _AmortizedGuide(PyroModule):
                 else nn.Identity()
             )
         self.encoder = encoder
-        self.features = in_dim if isinstance(encoder, nn.Identity) else _out_features(encoder, in_dim)
+        self.features = (
+            in_dim if isinstance(encoder, nn.Identity) else _out_features(encoder, in_dim)
+        )
 
     def _inputs(self, x: torch.Tensor, args: tuple) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:

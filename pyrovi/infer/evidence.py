@@ -133,8 +133,9 @@ def _reduce_log_weights(
             k_pass = max(1, min(int(num_samples), int(max_samples_per_pass) // b))
             acc = None
             for ks in _chunks(int(num_samples), k_pass):
-                log_w = _log_weights_batch(model, guide, args, kwargs, ks.stop - ks.start,
-                                           nesting, plate)
+                log_w = _log_weights_batch(
+                    model, guide, args, kwargs, ks.stop - ks.start, nesting, plate
+                )
                 if reduce == "logsumexp":
                     part = torch.logsumexp(log_w, dim=0)
                     acc = part if acc is None else torch.logaddexp(acc, part)
@@ -208,8 +209,17 @@ def log_marginal_likelihood(
     Returns:
         Tensor ``(N,)``: log p(x) estimates in nats.
     """
-    return _reduce_log_weights(model, guide, data, num_samples, batch_size,
-                               max_samples_per_pass, plate, "logsumexp", kwargs)
+    return _reduce_log_weights(
+        model,
+        guide,
+        data,
+        num_samples,
+        batch_size,
+        max_samples_per_pass,
+        plate,
+        "logsumexp",
+        kwargs,
+    )
 
 
 def elbo(
@@ -237,5 +247,6 @@ def elbo(
     Returns:
         Tensor ``(N,)``: ELBO estimates in nats.
     """
-    return _reduce_log_weights(model, guide, data, num_samples, batch_size,
-                               max_samples_per_pass, plate, "mean", kwargs)
+    return _reduce_log_weights(
+        model, guide, data, num_samples, batch_size, max_samples_per_pass, plate, "mean", kwargs
+    )

@@ -37,8 +37,12 @@ def check_output(name: str, module: torch.nn.Module, in_dim: int, out_dim: int) 
     """Run ``module`` on a dummy input to check that it maps ``in_dim`` to ``out_dim`` features."""
     try:
         p = next(iter(module.parameters()), None)
-        dummy = torch.zeros(2, in_dim, device=p.device if p is not None else None,
-                            dtype=p.dtype if p is not None else None)
+        dummy = torch.zeros(
+            2,
+            in_dim,
+            device=p.device if p is not None else None,
+            dtype=p.dtype if p is not None else None,
+        )
         with torch.no_grad():
             out = module(dummy)
     except Exception as e:  # noqa: BLE001 - re-raised with context

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pyro
-from pyro.poutine.util import is_validation_enabled
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
+from pyro.poutine.util import is_validation_enabled
 from torch import nn
 from torch.nn import functional as F
 
@@ -65,11 +65,13 @@ class ConditionalVAE(PyroModule):
             decoder = MLP(z_dim + c_dim, tuple(reversed(tuple(hidden_dims))), x_dim)
         check_output("decoder", decoder, z_dim + c_dim, x_dim)
         self.decoder = decoder
-        self.prior_net = MLP(c_dim, tuple(hidden_dims)[-1:], 2 * z_dim) if prior == "learned" else None
+        self.prior_net = (
+            MLP(c_dim, tuple(hidden_dims)[-1:], 2 * z_dim) if prior == "learned" else None
+        )
         self.register_buffer("fixed_scale", torch.full((x_dim,), float(scale)))
 
     def check_data(self, x: torch.Tensor, c: torch.Tensor, *args: torch.Tensor) -> None:
-        """Raise ``ValueError`` on wrong shapes, non-finite values or Bernoulli data outside [0, 1]."""
+        """Raise ``ValueError`` on bad shapes, non-finite values, Bernoulli data outside [0, 1]."""
         check_features("x", x, self.x_dim)
         check_features("c", c, self.c_dim)
         if c.shape[0] != x.shape[0]:

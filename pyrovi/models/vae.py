@@ -6,10 +6,10 @@ import math
 from collections.abc import Sequence
 
 import pyro
-from pyro.poutine.util import is_validation_enabled
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
+from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
 from pyrovi.models._checks import check_features, check_likelihood, check_output, check_values
@@ -78,7 +78,8 @@ class VAE(PyroModule):
         elif decoder == "conv":
             if image_shape is None or math.prod(image_shape) != x_dim:
                 raise ValueError(
-                    f"decoder='conv' needs image_shape with H*W == x_dim={x_dim}, got {image_shape!r}"
+                    f"decoder='conv' needs image_shape with H*W == x_dim={x_dim}, "
+                    f"got {image_shape!r}"
                 )
             decoder = ConvDecoder(z_dim, image_shape)
         elif isinstance(decoder, str):
@@ -101,7 +102,7 @@ class VAE(PyroModule):
         return self.log_scale.exp() if self.learn_scale else self.fixed_scale
 
     def check_data(self, x: torch.Tensor, *args: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is ``(batch, x_dim)``, finite, and in [0, 1] for Bernoulli."""
+        """Raise ``ValueError`` unless ``x`` is ``(batch, x_dim)``, finite, [0, 1] if Bernoulli."""
         check_features("x", x, self.x_dim)
         check_values("x", x, self.likelihood)
 

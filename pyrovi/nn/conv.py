@@ -13,7 +13,8 @@ __all__ = ["ConvEncoder", "ConvDecoder"]
 def _check_image_shape(image_shape: Sequence[int]) -> tuple[int, int]:
     if len(image_shape) != 2 or any(int(s) % 4 or int(s) <= 0 for s in image_shape):
         raise ValueError(
-            f"image_shape must be (height, width) with both divisible by 4, got {tuple(image_shape)!r}"
+            "image_shape must be (height, width) with both divisible by 4, "
+            f"got {tuple(image_shape)!r}"
         )
     return int(image_shape[0]), int(image_shape[1])
 
