@@ -11,7 +11,7 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovi.nn import MLP
+from pyrovi.nn import MLP, submodule
 
 __all__ = ["AmortizedNormal", "AmortizedMultivariateNormal"]
 
@@ -137,7 +137,8 @@ class AmortizedNormal(_AmortizedGuide):
 
     def encode(self, x: torch.Tensor, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and standard deviation, each ``(batch, z_dim)``."""
-        loc, raw = self.head(self.encoder(self._inputs(x, args))).chunk(2, dim=-1)
+        features = submodule(self, "encoder")(self._inputs(x, args))
+        loc, raw = submodule(self, "head")(features).chunk(2, dim=-1)
         return loc, F.softplus(raw) + self.min_scale
 
     def distribution(self, x: torch.Tensor, *args: torch.Tensor) -> dist.Distribution:  # noqa: D102
@@ -172,7 +173,7 @@ class AmortizedMultivariateNormal(_AmortizedGuide):
 
     def encode(self, x: torch.Tensor, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean ``(batch, z_dim)`` and Cholesky factor ``(batch, z_dim, z_dim)``."""
-        out = self.head(self.encoder(self._inputs(x, args)))
+        out = submodule(self, "head")(submodule(self, "encoder")(self._inputs(x, args)))
         d = self.z_dim
         loc, raw_diag, off = out[..., :d], out[..., d : 2 * d], out[..., 2 * d :]
         tril = torch.diag_embed(F.softplus(raw_diag) + self.min_scale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -24,6 +25,7 @@ from pyrovi.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyrovi.infer.evidence import _as_tensors
 from pyrovi.infer.handlers import DataScaleMessenger, LatentScaleMessenger
 from pyrovi.infer.losses import FastTrace_ELBO
+from pyrovi.nn.registration import skip_param_registration
 
 __all__ = ["fit", "FitResult", "TrainingDivergedError", "load_into"]
 
@@ -416,6 +418,11 @@ def fit(
     elif resume and ckpt_path is None:
         raise ValueError("resume=True needs a checkpoint path")
 
+    # Pyro's own ELBOs only backpropagate when they see param sites; FastTrace_ELBO always does,
+    # so with it the per-step re-registration of module parameters can be skipped.
+    registration_context = (
+        skip_param_registration if isinstance(loss, FastTrace_ELBO) else contextlib.nullcontext
+    )
     show = progress and sys.stderr.isatty()
     steps_per_epoch = len(train)
     step_times: list[float] = []
@@ -431,7 +438,7 @@ def fit(
             batch_bar = tqdm(
                 total=steps_per_epoch, desc=f"epoch {epoch + 1}", leave=False, disable=not show
             )
-            with pyro.validation_enabled(False):
+            with pyro.validation_enabled(False), registration_context():
                 for step, batch in enumerate(train.iterate(generator)):
                     t_step = time.perf_counter()
                     if transform is not None:
@@ -443,8 +450,7 @@ def fit(
                         weight *= float(schedule(epoch + step / steps_per_epoch))
                     latent_scaler.factor = weight
                     opt.zero_grad(set_to_none=True)
-                    with data_scaler, latent_scaler:
-                        value = loss.loss_and_grads(model, guide, *batch)
+                    value = _scaled_step(loss, model, guide, batch, data_scaler, latent_scaler)
                     if not math.isfinite(value):
                         where = f"; last good checkpoint: {ckpt_path}" if ckpt_path else ""
                         raise TrainingDivergedError(
@@ -510,12 +516,33 @@ def fit(
     return result
 
 
+def _scaled_step(
+    loss: ELBO,
+    model: Callable,
+    guide: Callable,
+    batch: tuple,
+    data_scaler: DataScaleMessenger,
+    latent_scaler: LatentScaleMessenger,
+) -> float:
+    """``loss.loss_and_grads`` under the scaling handlers whose factor is not 1 (cheaper)."""
+    if data_scaler.factor != 1.0:
+        if latent_scaler.factor != 1.0:
+            with data_scaler, latent_scaler:
+                return loss.loss_and_grads(model, guide, *batch)
+        with data_scaler:
+            return loss.loss_and_grads(model, guide, *batch)
+    if latent_scaler.factor != 1.0:
+        with latent_scaler:
+            return loss.loss_and_grads(model, guide, *batch)
+    return loss.loss_and_grads(model, guide, *batch)
+
+
 def _validation_elbo(
     model: Callable, guide: Callable, loss: ELBO, val: _Batches, scaler: DataScaleMessenger
 ) -> float:
     """ELBO per validation datapoint (β = 1, no annealing), averaged over batches."""
     total, count = 0.0, 0
-    with torch.no_grad(), pyro.validation_enabled(False):
+    with torch.no_grad(), pyro.validation_enabled(False), skip_param_registration():
         for batch in val.iterate(None):
             scaler.factor = val.n / batch[0].shape[0]
             with scaler:

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from pyrovi.models._checks import check_features, check_likelihood, check_output, check_values
 from pyrovi.models.vae import make_likelihood
-from pyrovi.nn import MLP
+from pyrovi.nn import MLP, submodule
 
 __all__ = ["ConditionalVAE"]
 
@@ -84,7 +84,7 @@ class ConditionalVAE(PyroModule):
         if self.prior_net is None:
             loc = c.new_zeros(c.shape[:-1] + (self.z_dim,))
             return dist.Normal(loc, torch.ones_like(loc)).to_event(1)
-        loc, raw = self.prior_net(c).chunk(2, dim=-1)
+        loc, raw = submodule(self, "prior_net")(c).chunk(2, dim=-1)
         return dist.Normal(loc, F.softplus(raw) + 1e-4).to_event(1)
 
     def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -102,7 +102,7 @@ class ConditionalVAE(PyroModule):
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior(c))
             cz = c.expand(z.shape[:-1] + c.shape[-1:])
-            out = self.decoder(torch.cat([z, cz], dim=-1))
+            out = submodule(self, "decoder")(torch.cat([z, cz], dim=-1))
             scale = self.fixed_scale if self.likelihood == "gaussian" else None
             pyro.sample("x", make_likelihood(self.likelihood, out, scale), obs=x)
         return z

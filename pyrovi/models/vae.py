@@ -13,7 +13,7 @@ from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
 from pyrovi.models._checks import check_features, check_likelihood, check_output, check_values
-from pyrovi.nn import MLP, ConvDecoder
+from pyrovi.nn import MLP, ConvDecoder, submodule
 
 __all__ = ["VAE"]
 
@@ -114,7 +114,7 @@ class VAE(PyroModule):
         prior = dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", prior)
-            out = self.decoder(z)
+            out = submodule(self, "decoder")(z)
             pyro.sample("x", make_likelihood(self.likelihood, out, self.obs_scale), obs=x)
         return z
 

@@ -2,5 +2,12 @@
 
 from pyrovi.nn.conv import ConvDecoder, ConvEncoder
 from pyrovi.nn.mlp import MLP
+from pyrovi.nn.registration import skip_param_registration, submodule
 
-__all__ = ["MLP", "ConvEncoder", "ConvDecoder"]
+__all__ = [
+    "MLP",
+    "ConvEncoder",
+    "ConvDecoder",
+    "skip_param_registration",
+    "submodule",
+]

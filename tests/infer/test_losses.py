@@ -64,3 +64,24 @@ def test_trace_and_mean_field_elbo_agree_in_expectation():
         singles = torch.tensor([Trace_ELBO().loss(model, guide, x) for _ in range(200)])
     stderr = float(singles.std()) / n**0.5
     assert abs(trace - mf) < 5 * stderr + 1e-6, (trace, mf, stderr)
+
+
+def test_skipping_param_registration_changes_nothing_but_the_param_sites():
+    from pyro import poutine
+
+    from pyrovi.nn import skip_param_registration
+
+    model, guide = _pair()
+    x = torch.rand(8, 12)
+    with pyro.validation_enabled(False):
+        pyro.set_rng_seed(2)
+        with poutine.trace(param_only=True) as registered:
+            a = FastTrace_ELBO().loss(model, guide, x)
+        pyro.set_rng_seed(2)
+        with poutine.trace(param_only=True) as skipped, skip_param_registration():
+            b = FastTrace_ELBO().loss(model, guide, x)
+    assert a == b
+    assert len(registered.trace.nodes) == len(list(model.parameters())) + len(
+        list(guide.parameters())
+    )
+    assert len(skipped.trace.nodes) == 0
