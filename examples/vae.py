@@ -21,10 +21,15 @@ import os
 import time
 from pathlib import Path
 
-import pyro
-import torch
+# OpenMP threads that sleep instead of spinning while they wait. With spinning threads (the
+# default) these small-batch steps slow down 10-30x whenever another process competes for the
+# cores. Read when torch loads its OpenMP runtime, so it has to come before `import torch`.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pyrovi import (
+import pyro  # noqa: E402
+import torch  # noqa: E402
+
+from pyrovi import (  # noqa: E402
     VAE,
     AmortizedMultivariateNormal,
     AmortizedNormal,
@@ -32,7 +37,7 @@ from pyrovi import (
     fit,
     log_marginal_likelihood,
 )
-from pyrovi.data import (
+from pyrovi.data import (  # noqa: E402
     DynamicBinarization,
     ImageData,
     binarize_data,
@@ -42,7 +47,7 @@ from pyrovi.data import (
 )
 
 DATASETS = ("digits", "fashion-mnist", "mnist")
-# Default epochs per data set: digits has 1437 training images (12 steps per epoch).
+# Default epochs per data set: digits has 1438 training images (12 steps of 128).
 DEFAULT_EPOCHS = {"digits": 300, "fashion-mnist": 20, "mnist": 20}
 DEFAULT_Z_DIM = {"digits": 8, "fashion-mnist": 16, "mnist": 16}
 
@@ -72,46 +77,103 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a VAE with pyrovi and report train/test ELBO and test NLL (IWAE).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--dataset", choices=DATASETS, default="digits",
-                   help="digits: scikit-learn 8x8 (bundled); fashion-mnist: --data-dir or the "
-                        "Debian dataset-fashion-mnist folder; mnist: needs --data-dir")
-    p.add_argument("--data-dir", default=None,
-                   help="folder with the four MNIST-format files (for mnist / fashion-mnist)")
-    p.add_argument("--subset", type=_positive_int, default=None,
-                   help="use only the first N training and N test images (quick runs)")
-    p.add_argument("--epochs", type=_positive_int, default=None,
-                   help=f"training epochs (default per data set: {DEFAULT_EPOCHS})")
+    p.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="digits",
+        help="digits: scikit-learn 8x8 (bundled); fashion-mnist: --data-dir or the "
+        "Debian dataset-fashion-mnist folder; mnist: needs --data-dir",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the four MNIST-format files (for mnist / fashion-mnist)",
+    )
+    p.add_argument(
+        "--subset",
+        type=_positive_int,
+        default=None,
+        help="use only the first N training and N test images (quick runs)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help=f"training epochs (default per data set: {DEFAULT_EPOCHS})",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=128)
-    p.add_argument("--z-dim", type=_positive_int, default=None,
-                   help=f"latent dimension (default per data set: {DEFAULT_Z_DIM})")
-    p.add_argument("--hidden", type=_hidden, default="512,256",
-                   help="encoder hidden widths, comma separated; the decoder uses them reversed")
-    p.add_argument("--guide", choices=("normal", "mvn"), default="normal",
-                   help="normal: diagonal Gaussian q(z|x); mvn: full-covariance Gaussian")
+    p.add_argument(
+        "--z-dim",
+        type=_positive_int,
+        default=None,
+        help=f"latent dimension (default per data set: {DEFAULT_Z_DIM})",
+    )
+    p.add_argument(
+        "--hidden",
+        type=_hidden,
+        default="512,256",
+        help="encoder hidden widths, comma separated; the decoder uses them reversed",
+    )
+    p.add_argument(
+        "--guide",
+        choices=("normal", "mvn"),
+        default="normal",
+        help="normal: diagonal Gaussian q(z|x); mvn: full-covariance Gaussian",
+    )
     p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
-    p.add_argument("--obs-scale", type=float, default=0.1,
-                   help="standard deviation of the Gaussian likelihood (learned with "
-                        "--learn-scale); unused for bernoulli")
-    p.add_argument("--learn-scale", action="store_true",
-                   help="learn a per-pixel standard deviation of the Gaussian likelihood")
+    p.add_argument(
+        "--obs-scale",
+        type=float,
+        default=0.1,
+        help="standard deviation of the Gaussian likelihood (learned with "
+        "--learn-scale); unused for bernoulli",
+    )
+    p.add_argument(
+        "--learn-scale",
+        action="store_true",
+        help="learn a per-pixel standard deviation of the Gaussian likelihood",
+    )
     p.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE)")
-    p.add_argument("--kl-annealing", type=float, default=0.0,
-                   help="KL warm-up epochs (weight rises linearly from 0 to beta); 0 = off")
-    p.add_argument("--binarize", choices=("auto", "none", "static", "dynamic"), default="auto",
-                   help="auto: dynamic for bernoulli, none for gaussian. dynamic: a fresh "
-                        "Bernoulli sample of each training batch; the test set always gets one "
-                        "fixed binarization (seed 0) when binarizing")
+    p.add_argument(
+        "--kl-annealing",
+        type=float,
+        default=0.0,
+        help="KL warm-up epochs (weight rises linearly from 0 to beta); 0 = off",
+    )
+    p.add_argument(
+        "--binarize",
+        choices=("auto", "none", "static", "dynamic"),
+        default="auto",
+        help="auto: dynamic for bernoulli, none for gaussian. dynamic: a fresh "
+        "Bernoulli sample of each training batch; the test set always gets one "
+        "fixed binarization (seed 0) when binarizing",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--iwae-k", type=_positive_int, default=1000,
-                   help="importance samples K for the test log-likelihood")
-    p.add_argument("--elbo-samples", type=_positive_int, default=10,
-                   help="Monte Carlo samples per test image for the test ELBO")
+    p.add_argument(
+        "--iwae-k",
+        type=_positive_int,
+        default=1000,
+        help="importance samples K for the test log-likelihood",
+    )
+    p.add_argument(
+        "--elbo-samples",
+        type=_positive_int,
+        default=10,
+        help="Monte Carlo samples per test image for the test ELBO",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=min(2, os.cpu_count() or 1),
+        help="CPU threads for torch",
+    )
     p.add_argument("--out", default="outputs/vae", help="output folder (created if missing)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.add_argument("--checkpoint", default=None,
-                   help="checkpoint file written after every epoch (optional)")
+    p.add_argument(
+        "--checkpoint", default=None, help="checkpoint file written after every epoch (optional)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     return p
 
@@ -134,13 +196,19 @@ def load_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Imag
             parser.error(str(err))
     if args.subset is not None:
         n = args.subset
-        data = ImageData(data.x_train[:n], data.y_train[:n], data.x_test[:n], data.y_test[:n],
-                         data.image_shape, data.name)
+        data = ImageData(
+            data.x_train[:n],
+            data.y_train[:n],
+            data.x_test[:n],
+            data.y_test[:n],
+            data.image_shape,
+            data.name,
+        )
     return data
 
 
-def _tile(images: torch.Tensor, rows: int, cols: int, pad: float = 1.0) -> torch.Tensor:
-    """``(rows*cols, H, W)`` images -> one ``(rows*(H+1)-1, cols*(W+1)-1)`` mosaic."""
+def _tile(images: torch.Tensor, rows: int, cols: int, pad: float = 0.3) -> torch.Tensor:
+    """``(n, H, W)`` images -> one ``(rows*(H+1)-1, cols*(W+1)-1)`` mosaic, row by row."""
     n, h, w = images.shape
     grid = images.new_full((rows * (h + 1) - 1, cols * (w + 1) - 1), pad)
     for i in range(min(n, rows * cols)):
@@ -149,45 +217,63 @@ def _tile(images: torch.Tensor, rows: int, cols: int, pad: float = 1.0) -> torch
     return grid
 
 
-def _save_mosaics(path: Path, panels: list[tuple[str, torch.Tensor]], rows: int, cols: int,
-                  suptitle: str) -> None:
+def save_image_rows(
+    path: Path, rows: list[tuple[str, torch.Tensor]], title: str, cols: int | None = None
+) -> None:
+    """One mosaic whose rows are labelled groups of ``(n, H, W)`` images in ``[0, 1]``.
+
+    A group with more than ``cols`` images is continued in a later block, so that matching
+    images of different groups stay in the same column (e.g. data above its reconstruction).
+    """
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
-    for ax, (title, images) in zip(axes[0], panels, strict=True):
-        ax.imshow(_tile(images.detach().cpu().clamp(0, 1), rows, cols), cmap="gray_r",
-                  vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(title)
-        ax.axis("off")
-    fig.suptitle(suptitle)
+    n = max(len(images) for _, images in rows)
+    cols = cols or n
+    h, w = rows[0][1].shape[1:]
+    blank = torch.zeros(h, w)
+    tiles, labels = [], []
+    for start in range(0, n, cols):
+        for label, images in rows:
+            images = images.detach().cpu().float().clamp(0, 1)
+            for i in range(start, start + cols):
+                tiles.append(images[i] if i < len(images) else blank)
+            labels.append(label)
+    grid = _tile(torch.stack(tiles), len(labels), cols)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * cols + 1.5), 0.45 * len(labels) + 0.9))
+    ax.imshow(grid.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks([r * (h + 1) + (h - 1) / 2 for r in range(len(labels))], labels)
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def _project_2d(z: torch.Tensor) -> tuple[torch.Tensor, str]:
+def _project_2d(z: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str]]:
     """The latent itself if 2-D, else its first two principal components."""
     z = z.detach().cpu().double()
     if z.shape[1] == 1:
-        return torch.cat([z, torch.zeros_like(z)], dim=1), "z (1-D)"
+        return torch.cat([z, torch.zeros_like(z)], dim=1), ("z", "(none)")
     if z.shape[1] == 2:
-        return z, "z"
+        return z, ("z[0]", "z[1]")
     centred = z - z.mean(dim=0)
     _, _, v = torch.linalg.svd(centred, full_matrices=False)
-    return centred @ v[:2].T, "PCA of encoder means"
+    return centred @ v[:2].T, ("principal component 1", "principal component 2")
 
 
 def save_latent_plot(path: Path, z: torch.Tensor, labels: torch.Tensor, title: str) -> None:
     import matplotlib.pyplot as plt
 
     xy, what = _project_2d(z)
-    labels = labels.cpu()
+    xy, labels = xy.numpy(), labels.cpu().numpy()
     fig, ax = plt.subplots(figsize=(6, 5))
-    sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=8, alpha=0.8,
-                    vmin=-0.5, vmax=9.5)
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=8, alpha=0.8, vmin=-0.5, vmax=9.5)
     fig.colorbar(sc, ax=ax, ticks=range(10), label="label")
-    ax.set_xlabel(f"{what} 1")
-    ax.set_ylabel(f"{what} 2")
+    ax.set_xlabel(what[0])
+    ax.set_ylabel(what[1])
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -221,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict:
     except (RuntimeError, AssertionError) as err:
         parser.error(f"device {args.device!r} is not available: {err}")
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -239,20 +325,38 @@ def main(argv: list[str] | None = None) -> dict:
 
     pyro.set_rng_seed(args.seed)
     pyro.clear_param_store()
-    model = VAE(data.x_dim, z_dim, likelihood=args.likelihood, hidden_dims=args.hidden,
-                beta=args.beta, scale=args.obs_scale, learn_scale=args.learn_scale).to(device)
+    model = VAE(
+        data.x_dim,
+        z_dim,
+        likelihood=args.likelihood,
+        hidden_dims=args.hidden,
+        beta=args.beta,
+        scale=args.obs_scale,
+        learn_scale=args.learn_scale,
+    ).to(device)
     guide_cls = AmortizedNormal if args.guide == "normal" else AmortizedMultivariateNormal
     guide = guide_cls(data.x_dim, z_dim, hidden_dims=args.hidden).to(device)
-    print(f"{data.name}: {len(x_train)} train / {len(x_test)} test images of "
-          f"{data.image_shape[0]}x{data.image_shape[1]}; z_dim={z_dim}, hidden={args.hidden}, "
-          f"guide={args.guide}, likelihood={args.likelihood}, binarize={binarize}, "
-          f"epochs={epochs}, device={device}")
+    print(
+        f"{data.name}: {len(x_train)} train / {len(x_test)} test images of "
+        f"{data.image_shape[0]}x{data.image_shape[1]}; z_dim={z_dim}, hidden={args.hidden}, "
+        f"guide={args.guide}, likelihood={args.likelihood}, binarize={binarize}, "
+        f"epochs={epochs}, device={device}"
+    )
 
     result = fit(
-        model, guide, x_train,
-        epochs=epochs, batch_size=args.batch_size, lr=args.lr, device=device,
-        kl_annealing=args.kl_annealing or None, transform=transform, seed=args.seed,
-        progress=not args.no_progress, checkpoint=args.checkpoint, resume=args.resume,
+        model,
+        guide,
+        x_train,
+        epochs=epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=device,
+        kl_annealing=args.kl_annealing or None,
+        transform=transform,
+        seed=args.seed,
+        progress=not args.no_progress,
+        checkpoint=args.checkpoint,
+        resume=args.resume,
     )
 
     model.eval()
@@ -296,8 +400,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"train ELBO {train_elbo:.3f} nats/image (last epoch, training objective)")
     print(f"test  ELBO {test_elbo:.3f} nats/image ({args.elbo_samples} samples)")
     print(f"test  NLL  {test_nll:.3f} nats/image (IWAE, K={args.iwae_k})")
-    print(f"training {metrics['train_seconds']:.1f} s ({metrics['step_ms']:.2f} ms/step), "
-          f"evaluation {eval_s:.1f} s")
+    print(
+        f"training {metrics['train_seconds']:.1f} s ({metrics['step_ms']:.2f} ms/step), "
+        f"evaluation {eval_s:.1f} s"
+    )
 
     # Figures.
     h, w = data.image_shape
@@ -305,18 +411,30 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.no_grad():
         shown = x_test[:n_show]
         recon = model.decode(guide.encode(shown)[0])
-        panels = [("data", data.x_test[:n_show].reshape(-1, h, w))]
+        rows = [("data", data.x_test[:n_show].reshape(-1, h, w))]
         if binarize != "none":
-            panels.append(("input (binarized)", shown.reshape(-1, h, w)))
-        panels.append(("reconstruction", recon.reshape(-1, h, w)))
-        _save_mosaics(out / "reconstructions.png", panels, 8, 4,
-                      "decoder mean at the encoder mean, test images")
+            rows.append(("input", shown.reshape(-1, h, w)))
+        rows.append(("recon.", recon.reshape(-1, h, w)))
+        save_image_rows(
+            out / "reconstructions.png",
+            rows,
+            f"{data.name} test images and reconstructions (decoder mean at encoder mean)",
+            cols=16,
+        )
         samples = model.sample_prior(64).reshape(-1, h, w)
-        _save_mosaics(out / "samples.png", [("p(x | z), z ~ N(0, I)", samples)], 8, 8,
-                      f"{data.name}: decoded prior samples")
+        save_image_rows(
+            out / "samples.png",
+            [("", samples)],
+            f"{data.name}: decoder means of z ~ N(0, I)",
+            cols=16,
+        )
         z_mean = guide.encode(x_test)[0]
-        save_latent_plot(out / "latent.png", z_mean, data.y_test,
-                         f"{data.name}: encoder means of test images (z_dim={z_dim})")
+        save_latent_plot(
+            out / "latent.png",
+            z_mean,
+            data.y_test,
+            f"{data.name}: encoder means of test images (z_dim={z_dim})",
+        )
 
     with open(out / "metrics.json", "w") as f:
         json.dump(metrics, f, indent=2)
