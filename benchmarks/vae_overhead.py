@@ -168,9 +168,11 @@ def load_data(binarization: str, seed: int) -> tuple[torch.Tensor, str]:
         x = load_fashion_mnist().x_train
         source = "fashion-mnist (/usr/share/datasets/fashion-mnist)"
     except (FileNotFoundError, OSError, ValueError) as err:
-        print(f"NOTE: Fashion-MNIST not available ({err}); using random binary data of the same "
-              "shape (60000, 784) instead -- timings are unaffected, loss values are not "
-              "comparable with real data.")
+        print(
+            f"NOTE: Fashion-MNIST not available ({err}); using random binary data of the same "
+            "shape (60000, 784) instead -- timings are unaffected, loss values are not "
+            "comparable with real data."
+        )
         gen = torch.Generator().manual_seed(seed + 12345)  # not the binarization's stream
         x = torch.bernoulli(torch.full((60000, X_DIM), 0.5), generator=gen)
         source = "random (Fashion-MNIST folder missing)"
@@ -185,9 +187,19 @@ def load_data(binarization: str, seed: int) -> tuple[torch.Tensor, str]:
 class Method:
     """One training setup with persistent state (weights, optimizer, param store scope)."""
 
-    def __init__(self, name: str, base_model: VAE, base_guide: AmortizedNormal, *, lr: float,
-                 batch_size: int, n: int, device: torch.device,
-                 transform: Callable | None, fresh_optimizer: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        base_model: VAE,
+        base_guide: AmortizedNormal,
+        *,
+        lr: float,
+        batch_size: int,
+        n: int,
+        device: torch.device,
+        transform: Callable | None,
+        fresh_optimizer: bool = False,
+    ) -> None:
         self.name = name
         self.device = device
         self.batch_size = batch_size
@@ -242,10 +254,19 @@ class Method:
             _sync(self.device)
             t0 = time.perf_counter()
             if self.name.startswith("fit"):
-                result = fit(self.model, self.guide, x, epochs=1, batch_size=self.batch_size,
-                             lr=self.lr, loss=self.loss, progress=False,
-                             optimizer=None if self.fresh_optimizer else self._optimizer,
-                             transform=self.transform, device=self.device)
+                result = fit(
+                    self.model,
+                    self.guide,
+                    x,
+                    epochs=1,
+                    batch_size=self.batch_size,
+                    lr=self.lr,
+                    loss=self.loss,
+                    progress=False,
+                    optimizer=None if self.fresh_optimizer else self._optimizer,
+                    transform=self.transform,
+                    device=self.device,
+                )
                 _sync(self.device)
                 outside = time.perf_counter() - t0
                 steps = result.steps
@@ -279,7 +300,7 @@ class Method:
             net, factor = self.net, n / b
             opt = self._optimizer(list(net.parameters()))
             for i in range(steps):
-                batch = x[order[i * b:(i + 1) * b]]
+                batch = x[order[i * b : (i + 1) * b]]
                 t = time.perf_counter()
                 if transform is not None:
                     batch = transform(batch)
@@ -295,7 +316,7 @@ class Method:
             svi = self._svi()
             with pyro.validation_enabled(False):
                 for i in range(steps):
-                    batch = x[order[i * b:(i + 1) * b]]
+                    batch = x[order[i * b : (i + 1) * b]]
                     t = time.perf_counter()
                     if transform is not None:
                         batch = transform(batch)
@@ -325,8 +346,9 @@ def _recording(cls):
     return Recording
 
 
-def _plain_reference(base_model, base_guide, x, *, batch_size, lr, seed, transform, device,
-                     fit_first_pass: bool) -> tuple[list[float], dict[str, torch.Tensor]]:
+def _plain_reference(
+    base_model, base_guide, x, *, batch_size, lr, seed, transform, device, fit_first_pass: bool
+) -> tuple[list[float], dict[str, torch.Tensor]]:
     """Plain loop drawing the same random numbers, in the same order, as fit (or stock SVI)."""
     net = PlainVAE(X_DIM, base_model.z_dim).to(device)
     net.load_from(base_model, base_guide)
@@ -344,7 +366,7 @@ def _plain_reference(base_model, base_guide, x, *, batch_size, lr, seed, transfo
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(device)
     values = []
     for i in range(n // b):
-        batch = x[order[i * b:(i + 1) * b]]
+        batch = x[order[i * b : (i + 1) * b]]
         if transform is not None:
             batch = transform(batch)
         opt.zero_grad(set_to_none=True)
@@ -371,12 +393,37 @@ def check_equal(x_all: torch.Tensor, args, device: torch.device, transform) -> d
     x = x_all[: b * steps].to(device)
     pyro.set_rng_seed(seed)
     base_model, base_guide = make_pyro_pair(args.z_dim, device)
-    ref_fit = _plain_reference(base_model, base_guide, x, batch_size=b, lr=args.lr, seed=seed,
-                               transform=transform, device=device, fit_first_pass=True)
-    ref_svi = _plain_reference(base_model, base_guide, x, batch_size=b, lr=args.lr, seed=seed,
-                               transform=transform, device=device, fit_first_pass=False)
-    out: dict = {"batch_size": b, "steps": steps, "n": x.shape[0], "seed": seed,
-                 "plain_losses": ref_fit[0], "plain_losses_svi_order": ref_svi[0], "methods": {}}
+    ref_fit = _plain_reference(
+        base_model,
+        base_guide,
+        x,
+        batch_size=b,
+        lr=args.lr,
+        seed=seed,
+        transform=transform,
+        device=device,
+        fit_first_pass=True,
+    )
+    ref_svi = _plain_reference(
+        base_model,
+        base_guide,
+        x,
+        batch_size=b,
+        lr=args.lr,
+        seed=seed,
+        transform=transform,
+        device=device,
+        fit_first_pass=False,
+    )
+    out: dict = {
+        "batch_size": b,
+        "steps": steps,
+        "n": x.shape[0],
+        "seed": seed,
+        "plain_losses": ref_fit[0],
+        "plain_losses_svi_order": ref_svi[0],
+        "methods": {},
+    }
     runs = {
         "fit": _recording(FastTrace_ELBO),
         "fit_trace": _recording(Trace_ELBO),
@@ -387,19 +434,34 @@ def check_equal(x_all: torch.Tensor, args, device: torch.device, transform) -> d
         loss = cls()
         with pyro.get_param_store().scope():
             if name.startswith("fit"):
-                fit(model, guide, x, epochs=1, batch_size=b, lr=args.lr, loss=loss,
-                    progress=False, seed=seed, transform=transform, device=device)
+                fit(
+                    model,
+                    guide,
+                    x,
+                    epochs=1,
+                    batch_size=b,
+                    lr=args.lr,
+                    loss=loss,
+                    progress=False,
+                    seed=seed,
+                    transform=transform,
+                    device=device,
+                )
                 ref_losses, ref_state = ref_fit
             else:
                 pyro.set_rng_seed(seed)
                 factor = x.shape[0] / b
-                svi = SVI(poutine.scale(model, factor), poutine.scale(guide, factor),
-                          pyro.optim.Adam({"lr": args.lr}), loss)
+                svi = SVI(
+                    poutine.scale(model, factor),
+                    poutine.scale(guide, factor),
+                    pyro.optim.Adam({"lr": args.lr}),
+                    loss,
+                )
                 order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
                 order = order.to(device)
                 with pyro.validation_enabled(False):
                     for i in range(steps):
-                        batch = x[order[i * b:(i + 1) * b]]
+                        batch = x[order[i * b : (i + 1) * b]]
                         svi.step(transform(batch) if transform is not None else batch)
                 ref_losses, ref_state = ref_svi
         state = _pyro_state(model, guide)
@@ -415,22 +477,29 @@ def check_equal(x_all: torch.Tensor, args, device: torch.device, transform) -> d
 
 
 def print_check(check: dict) -> bool:
-    print(f"\nSame-loss check (seed {check['seed']}, N={check['n']}, batch {check['batch_size']}, "
-          f"{check['steps']} steps, same initial weights):")
+    print(
+        f"\nSame-loss check (seed {check['seed']}, N={check['n']}, batch {check['batch_size']}, "
+        f"{check['steps']} steps, same initial weights):"
+    )
     print(f"  {'plain loop':30s} " + " ".join(f"{v:12.4f}" for v in check["plain_losses"]))
     ok = True
     for name, r in check["methods"].items():
         print(f"  {DESCRIPTIONS[name]:30s} " + " ".join(f"{v:12.4f}" for v in r["losses"]))
         good = r["max_rel_loss_diff"] < 1e-5 and r["max_abs_param_diff"] < 1e-5
         ok &= good
-        print(f"    -> max rel. loss diff {r['max_rel_loss_diff']:.2e} "
-              f"(bitwise equal: {r['bitwise_equal_losses']}), max |param diff| after "
-              f"{check['steps']} steps {r['max_abs_param_diff']:.2e}: "
-              f"{'MATCH' if good else 'MISMATCH'}")
+        print(
+            f"    -> max rel. loss diff {r['max_rel_loss_diff']:.2e} "
+            f"(bitwise equal: {r['bitwise_equal_losses']}), max |param diff| after "
+            f"{check['steps']} steps {r['max_abs_param_diff']:.2e}: "
+            f"{'MATCH' if good else 'MISMATCH'}"
+        )
     if "svi" in check["methods"]:
-        print("  (stock SVI has no validated first pass, so it is compared with a plain loop "
-              "that skips those draws: " + " ".join(
-                  f"{v:.4f}" for v in check["plain_losses_svi_order"]) + ")")
+        print(
+            "  (stock SVI has no validated first pass, so it is compared with a plain loop "
+            "that skips those draws: "
+            + " ".join(f"{v:.4f}" for v in check["plain_losses_svi_order"])
+            + ")"
+        )
     return ok
 
 
@@ -444,8 +513,9 @@ def _site(key: tuple) -> str:
     return f"{path}:{line}({func})"
 
 
-def profile_methods(methods: dict[str, Method], x: torch.Tensor, top: int,
-                    blocks: int = 3) -> dict[str, str]:
+def profile_methods(
+    methods: dict[str, Method], x: torch.Tensor, top: int, blocks: int = 3
+) -> dict[str, str]:
     """cProfile ``blocks`` blocks of each method (interleaved); print, per method, the sites with
     the most own time and, against the plain loop, the sites that account for the difference."""
     profiles = {name: cProfile.Profile() for name in methods}
@@ -464,8 +534,10 @@ def profile_methods(methods: dict[str, Method], x: torch.Tensor, top: int,
         stats.sort_stats("tottime").print_stats(top)
         texts[name] = buf.getvalue()
         tables[name] = {_site(k): (v[1], v[2], v[3]) for k, v in stats.stats.items()}
-        print(f"\n==================== cProfile: {DESCRIPTIONS[name]} ({blocks} blocks, {steps} "
-              f"steps) ====================")
+        print(
+            f"\n==================== cProfile: {DESCRIPTIONS[name]} ({blocks} blocks, {steps} "
+            f"steps) ===================="
+        )
         print(texts[name])
     if "plain" in tables:
         base = tables["plain"]
@@ -479,22 +551,30 @@ def profile_methods(methods: dict[str, Method], x: torch.Tensor, top: int,
                 rows.append((tm - tb, site, nb, tb, nm, tm, cm))
             rows.sort(reverse=True)
             total = sum(r[0] for r in rows)
-            lines = [f"\n---- {DESCRIPTIONS[name]} minus plain loop: own time per step by call "
-                     f"site (cProfile; total {1e3 * total / steps:+.3f} ms/step incl. profiler "
-                     "overhead) ----",
-                     f"{'diff ms':>8s} {'plain ms':>9s} {name + ' ms':>10s} {'calls/step':>16s} "
-                     f"{'cum ms':>8s}  site"]
+            lines = [
+                f"\n---- {DESCRIPTIONS[name]} minus plain loop: own time per step by call "
+                f"site (cProfile; total {1e3 * total / steps:+.3f} ms/step incl. profiler "
+                "overhead) ----",
+                f"{'diff ms':>8s} {'plain ms':>9s} {name + ' ms':>10s} {'calls/step':>16s} "
+                f"{'cum ms':>8s}  site",
+            ]
             for d, site, nb, tb, nm, tm, cm in rows[:top]:
                 once = "  [once per fit call: setup]" if 0 < nm / steps < 0.5 else ""
-                lines.append(f"{1e3 * d / steps:+8.3f} {1e3 * tb / steps:9.3f} "
-                             f"{1e3 * tm / steps:10.3f} {nb / steps:7.2f} ->{nm / steps:7.2f} "
-                             f"{1e3 * cm / steps:8.3f}  {site}{once}")
-            lines.append("   ... sites where the plain loop spends more (its own work, e.g. the "
-                         "loss arithmetic, is counted in benchmarks/vae_overhead.py):")
+                lines.append(
+                    f"{1e3 * d / steps:+8.3f} {1e3 * tb / steps:9.3f} "
+                    f"{1e3 * tm / steps:10.3f} {nb / steps:7.2f} ->{nm / steps:7.2f} "
+                    f"{1e3 * cm / steps:8.3f}  {site}{once}"
+                )
+            lines.append(
+                "   ... sites where the plain loop spends more (its own work, e.g. the "
+                "loss arithmetic, is counted in benchmarks/vae_overhead.py):"
+            )
             for d, site, nb, tb, nm, tm, cm in rows[-6:]:
-                lines.append(f"{1e3 * d / steps:+8.3f} {1e3 * tb / steps:9.3f} "
-                             f"{1e3 * tm / steps:10.3f} {nb / steps:7.2f} ->{nm / steps:7.2f} "
-                             f"{1e3 * cm / steps:8.3f}  {site}")
+                lines.append(
+                    f"{1e3 * d / steps:+8.3f} {1e3 * tb / steps:9.3f} "
+                    f"{1e3 * tm / steps:10.3f} {nb / steps:7.2f} ->{nm / steps:7.2f} "
+                    f"{1e3 * cm / steps:8.3f}  {site}"
+                )
             text = "\n".join(lines)
             texts[f"{name}-minus-plain"] = text
             print(text)
@@ -548,15 +628,27 @@ def library_state() -> dict:
     state: dict = {}
     try:
         state["git_head"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-            timeout=10).stdout.strip()
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         state["modified_pyrovi_files"] = subprocess.run(
-            ["git", "status", "--porcelain", "--", "pyrovi"], cwd=root, capture_output=True,
-            text=True, timeout=10).stdout.split("\n")[:-1]
+            ["git", "status", "--porcelain", "--", "pyrovi"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split("\n")[:-1]
     except (OSError, subprocess.SubprocessError):
         pass
-    for rel in ("pyrovi/infer/fit.py", "pyrovi/infer/losses.py", "pyrovi/models/vae.py",
-                "pyrovi/guides/encoders.py"):
+    for rel in (
+        "pyrovi/infer/fit.py",
+        "pyrovi/infer/losses.py",
+        "pyrovi/models/vae.py",
+        "pyrovi/guides/encoders.py",
+    ):
         path = root / rel
         if path.is_file():
             state[f"sha1:{rel}"] = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
@@ -564,10 +656,14 @@ def library_state() -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help=f"comma-separated subset of {','.join(METHODS)} (plain is always run)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated subset of {','.join(METHODS)} (plain is always run)",
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--z-dim", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -576,21 +672,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="untimed blocks per method first")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    p.add_argument("--binarize", choices=("dynamic", "static"), default="dynamic",
-                   help="dynamic: DynamicBinarization transform on every batch (all methods); "
-                        "static: binarize the images once")
-    p.add_argument("--optimizer-state", choices=("persistent", "fresh"), default="persistent",
-                   help="persistent: each method keeps one Adam across its blocks (fit gets it "
-                        "through optimizer=<factory returning it>), like one long training run; "
-                        "fresh: a new Adam every block for every method (fit's default "
-                        "optimizer=None)")
+    p.add_argument(
+        "--binarize",
+        choices=("dynamic", "static"),
+        default="dynamic",
+        help="dynamic: DynamicBinarization transform on every batch (all methods); "
+        "static: binarize the images once",
+    )
+    p.add_argument(
+        "--optimizer-state",
+        choices=("persistent", "fresh"),
+        default="persistent",
+        help="persistent: each method keeps one Adam across its blocks (fit gets it "
+        "through optimizer=<factory returning it>), like one long training run; "
+        "fresh: a new Adam every block for every method (fit's default "
+        "optimizer=None)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--check-equal", action="store_true",
-                   help="first check that plain loop, fit and SVI give the same losses")
+    p.add_argument(
+        "--check-equal",
+        action="store_true",
+        help="first check that plain loop, fit and SVI give the same losses",
+    )
     p.add_argument("--check-batch", type=int, default=16)
     p.add_argument("--check-steps", type=int, default=5)
-    p.add_argument("--profile", action="store_true",
-                   help="print cProfile summaries of one block of each method (after timing)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="print cProfile summaries of one block of each method (after timing)",
+    )
     p.add_argument("--profile-methods", default="plain,fit")
     p.add_argument("--profile-top", type=int, default=30)
     p.add_argument("--profile-blocks", type=int, default=3)
@@ -619,10 +729,14 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--steps * --batch-size = {n_block} exceeds the {x_all.shape[0]} images")
     x_block = x_all[:n_block].to(device)
     info = machine_info(args, device)
-    print(f"torch {info['torch']}, pyro {info['pyro']}, {info['torch_threads']} thread(s), "
-          f"{info['cpu_count']} CPUs ({info['cpu_model']}), device {device}")
-    print(f"data: {source}, binarization {args.binarize}; batch {b}, z {args.z_dim}, "
-          f"{args.steps} steps/block, {args.repeats} repeats, {args.warmup} warm-up block(s)")
+    print(
+        f"torch {info['torch']}, pyro {info['pyro']}, {info['torch_threads']} thread(s), "
+        f"{info['cpu_count']} CPUs ({info['cpu_model']}), device {device}"
+    )
+    print(
+        f"data: {source}, binarization {args.binarize}; batch {b}, z {args.z_dim}, "
+        f"{args.steps} steps/block, {args.repeats} repeats, {args.warmup} warm-up block(s)"
+    )
 
     results: dict = {"machine": info, "args": vars(args), "data": source}
     check_ok = None
@@ -633,9 +747,17 @@ def main(argv: list[str] | None = None) -> dict:
     pyro.set_rng_seed(args.seed)
     base_model, base_guide = make_pyro_pair(args.z_dim, device)
     runners = {
-        name: Method(name, base_model, base_guide, lr=args.lr, batch_size=b, n=n_block,
-                     device=device, transform=transform,
-                     fresh_optimizer=args.optimizer_state == "fresh")
+        name: Method(
+            name,
+            base_model,
+            base_guide,
+            lr=args.lr,
+            batch_size=b,
+            n=n_block,
+            device=device,
+            transform=transform,
+            fresh_optimizer=args.optimizer_state == "fresh",
+        )
         for name in methods
     }
     t_start = time.perf_counter()
@@ -644,7 +766,7 @@ def main(argv: list[str] | None = None) -> dict:
             m.run_block(x_block)
     raw: dict[str, list[dict]] = {name: [] for name in methods}
     for r in range(args.repeats):
-        order = methods[r % len(methods):] + methods[: r % len(methods)]
+        order = methods[r % len(methods) :] + methods[: r % len(methods)]
         for name in order:
             raw[name].append(runners[name].run_block(x_block))
         line = "  ".join(f"{n}={raw[n][-1]['loop_ms']:.2f}" for n in methods)
@@ -667,26 +789,36 @@ def main(argv: list[str] | None = None) -> dict:
             s["ratio_paired_median"] = statistics.median(
                 r["loop_ms"] / p["loop_ms"] for r, p in zip(raw[name], raw["plain"])
             )
-        print(f"\nTime per step, median of {args.repeats} blocks of {args.steps} steps "
-              f"(batch {b}, z {args.z_dim}, {info['torch_threads']} thread(s), {device}); "
-              f"timed runs took {elapsed:.0f} s")
-        hdr = (f"{'method':30s} {'ms/step':>8s} {'min':>7s} {'max':>7s} {'x plain':>8s} "
-               f"{'paired':>7s} {'median step':>12s} {'x plain':>8s} {'fit setup':>10s}")
+        print(
+            f"\nTime per step, median of {args.repeats} blocks of {args.steps} steps "
+            f"(batch {b}, z {args.z_dim}, {info['torch_threads']} thread(s), {device}); "
+            f"timed runs took {elapsed:.0f} s"
+        )
+        hdr = (
+            f"{'method':30s} {'ms/step':>8s} {'min':>7s} {'max':>7s} {'x plain':>8s} "
+            f"{'paired':>7s} {'median step':>12s} {'x plain':>8s} {'fit setup':>10s}"
+        )
         print(hdr)
         print("-" * len(hdr))
         for name in methods:
             s = summary[name]
             setup = f"{s['setup_ms']:8.1f}ms" if name.startswith("fit") else ""
-            print(f"{DESCRIPTIONS[name]:30s} {s['loop_ms']:8.2f} {s['loop_ms_min']:7.2f} "
-                  f"{s['loop_ms_max']:7.2f} {s['ratio']:7.3f}x {s['ratio_paired_median']:6.3f}x "
-                  f"{s['step_median_ms']:10.2f}ms {s['ratio_step_median']:7.3f}x {setup:>10s}")
-        print("ms/step: in-loop time per step (fit: FitResult.timings['train_s'] / steps). "
-              "paired: median over repeats of the per-repeat ratio. median step: median single "
-              "step (fit: timings['step_ms']). fit setup: time of one fit call outside its loop.")
+            print(
+                f"{DESCRIPTIONS[name]:30s} {s['loop_ms']:8.2f} {s['loop_ms_min']:7.2f} "
+                f"{s['loop_ms_max']:7.2f} {s['ratio']:7.3f}x {s['ratio_paired_median']:6.3f}x "
+                f"{s['step_median_ms']:10.2f}ms {s['ratio_step_median']:7.3f}x {setup:>10s}"
+            )
+        print(
+            "ms/step: in-loop time per step (fit: FitResult.timings['train_s'] / steps). "
+            "paired: median over repeats of the per-repeat ratio. median step: median single "
+            "step (fit: timings['step_ms']). fit setup: time of one fit call outside its loop."
+        )
         if "fit" in summary:
             verdict = "MEETS" if summary["fit"]["ratio"] <= 1.10 else "MISSES"
-            print(f"fit (Trace_ELBO semantics) / plain = {summary['fit']['ratio']:.3f}x: "
-                  f"{verdict} the 1.10x target")
+            print(
+                f"fit (Trace_ELBO semantics) / plain = {summary['fit']['ratio']:.3f}x: "
+                f"{verdict} the 1.10x target"
+            )
     results.update({"summary": summary, "raw": raw, "timed_seconds": elapsed})
     if hasattr(os, "getloadavg"):
         info["load_average_at_end"] = os.getloadavg()
@@ -695,8 +827,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.profile:
         chosen = [m.strip() for m in args.profile_methods.split(",") if m.strip() in runners]
-        results["profile"] = profile_methods({m: runners[m] for m in chosen}, x_block,
-                                             args.profile_top, args.profile_blocks)
+        results["profile"] = profile_methods(
+            {m: runners[m] for m in chosen}, x_block, args.profile_top, args.profile_blocks
+        )
 
     if args.out:
         out = Path(args.out)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -44,37 +43,19 @@ from pyrovi import (  # noqa: E402
     fit,
     log_marginal_likelihood,
 )
-from pyrovi.data import (  # noqa: E402
-    DynamicBinarization,
-    ImageData,
-    binarize_data,
-    load_digits,
-    load_fashion_mnist,
-    load_mnist,
+from pyrovi.cli import (  # noqa: E402
+    add_data_arguments,
+    add_training_arguments,
+    add_vae_arguments,
+    finite_or_none,
+    load_data_or_exit,
+    resolve_device,
 )
+from pyrovi.data import DynamicBinarization, binarize_data  # noqa: E402
+from pyrovi.diagnostics import plot_image_rows  # noqa: E402
 
-DATASETS = ("digits", "fashion-mnist", "mnist")
 DEFAULT_EPOCHS = {"digits": 300, "fashion-mnist": 20, "mnist": 20}
 DEFAULT_Z_DIM = {"digits": 8, "fashion-mnist": 16, "mnist": 16}
-
-
-def _hidden(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(h) for h in text.split(",") if h.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--hidden must be comma-separated integers, got {text!r}"
-        ) from None
-    if any(d < 1 for d in dims):
-        raise argparse.ArgumentTypeError(f"--hidden widths must be positive, got {text!r}")
-    return dims
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,23 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a conditional VAE with pyrovi; report test ELBO and NLL (IWAE).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "--dataset",
-        choices=DATASETS,
-        default="digits",
-        help="digits: scikit-learn 8x8 (bundled); fashion-mnist: --data-dir or the "
-        "Debian dataset-fashion-mnist folder; mnist: needs --data-dir",
-    )
-    p.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder with the four MNIST-format files (for mnist / fashion-mnist)",
-    )
-    p.add_argument(
-        "--subset",
-        type=_positive_int,
-        default=None,
-        help="use only the first N training and N test images (quick runs)",
+    add_data_arguments(p)
+    add_training_arguments(
+        p,
+        out="outputs/cvae",
+        epochs_help=f"training epochs (default per data set: {DEFAULT_EPOCHS})",
     )
     p.add_argument(
         "--condition",
@@ -108,116 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="label: c = one-hot label, x = image; quadrant: x = bottom-right "
         "quadrant, c = the other three quadrants",
     )
-    p.add_argument(
-        "--epochs",
-        type=_positive_int,
-        default=None,
-        help=f"training epochs (default per data set: {DEFAULT_EPOCHS})",
-    )
-    p.add_argument("--batch-size", type=_positive_int, default=128)
-    p.add_argument(
-        "--z-dim",
-        type=_positive_int,
-        default=None,
-        help=f"latent dimension (default per data set: {DEFAULT_Z_DIM})",
-    )
-    p.add_argument(
-        "--hidden",
-        type=_hidden,
-        default="512,256",
-        help="hidden widths, comma separated; the decoder uses them reversed",
-    )
+    add_vae_arguments(p, z_dim_help=f"latent dimension (default per data set: {DEFAULT_Z_DIM})")
     p.add_argument(
         "--prior",
         choices=("learned", "standard"),
         default="learned",
         help="p(z | c): learned from c by an MLP, or N(0, I)",
     )
-    p.add_argument(
-        "--guide",
-        choices=("normal", "mvn"),
-        default="normal",
-        help="normal: diagonal Gaussian q(z|x,c); mvn: full-covariance Gaussian",
-    )
-    p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
-    p.add_argument(
-        "--obs-scale",
-        type=float,
-        default=0.1,
-        help="standard deviation of the Gaussian likelihood; unused for bernoulli",
-    )
-    p.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE)")
-    p.add_argument(
-        "--kl-annealing",
-        type=float,
-        default=0.0,
-        help="KL warm-up epochs (weight rises linearly from 0 to beta); 0 = off",
-    )
-    p.add_argument(
-        "--binarize",
-        choices=("auto", "none", "static", "dynamic"),
-        default="auto",
-        help="binarization of the target x (c keeps grey levels). auto: dynamic for "
-        "bernoulli, none for gaussian; the test targets always get one fixed "
-        "binarization (seed 0) when binarizing",
-    )
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument(
-        "--iwae-k",
-        type=_positive_int,
-        default=1000,
-        help="importance samples K for the test log-likelihood",
-    )
-    p.add_argument(
-        "--elbo-samples",
-        type=_positive_int,
-        default=10,
-        help="Monte Carlo samples per test image for the test ELBO",
-    )
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--threads",
-        type=_positive_int,
-        default=min(2, os.cpu_count() or 1),
-        help="CPU threads for torch",
-    )
-    p.add_argument("--out", default="outputs/cvae", help="output folder (created if missing)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.add_argument(
-        "--checkpoint", default=None, help="checkpoint file written after every epoch (optional)"
-    )
-    p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     return p
-
-
-def load_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ImageData:
-    """Load the data set named by ``args.dataset`` (flattened images in [0, 1])."""
-    if args.dataset == "digits":
-        data = load_digits()
-    elif args.dataset == "fashion-mnist":
-        try:
-            data = load_fashion_mnist(args.data_dir)
-        except FileNotFoundError as err:
-            parser.error(f"{err}\n(pass --data-dir with the Fashion-MNIST files)")
-    else:
-        if args.data_dir is None:
-            parser.error("--dataset mnist needs --data-dir (a folder with the four MNIST files)")
-        try:
-            data = load_mnist(args.data_dir)
-        except FileNotFoundError as err:
-            parser.error(str(err))
-    if args.subset is not None:
-        n = args.subset
-        data = ImageData(
-            data.x_train[:n],
-            data.y_train[:n],
-            data.x_test[:n],
-            data.y_test[:n],
-            data.image_shape,
-            data.name,
-        )
-    return data
 
 
 def quadrant_mask(image_shape: tuple[int, int]) -> torch.Tensor:
@@ -243,76 +110,8 @@ def split_images(
     return targets[:, mask], images[:, ~mask]
 
 
-def _tile(images: torch.Tensor, rows: int, cols: int, pad: float = 0.3) -> torch.Tensor:
-    """``(n, H, W)`` images -> one ``(rows*(H+1)-1, cols*(W+1)-1)`` mosaic, row by row."""
-    n, h, w = images.shape
-    grid = images.new_full((rows * (h + 1) - 1, cols * (w + 1) - 1), pad)
-    for i in range(min(n, rows * cols)):
-        r, c = divmod(i, cols)
-        grid[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = images[i]
-    return grid
-
-
-def save_image_rows(
-    path: Path,
-    rows: list[tuple[str, torch.Tensor]],
-    title: str,
-    box: tuple[int, int, int, int] | None = None,
-) -> None:
-    """A mosaic with one labelled row per ``(n, H, W)`` group of images in ``[0, 1]``.
-
-    ``box = (top, left, height, width)`` outlines that region of every tile (the quadrant).
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    cols = max(len(images) for _, images in rows)
-    h, w = rows[0][1].shape[1:]
-    blank = torch.zeros(h, w)
-    tiles = []
-    for _, images in rows:
-        images = images.detach().cpu().float().clamp(0, 1)
-        tiles.extend(images[i] if i < len(images) else blank for i in range(cols))
-    grid = _tile(torch.stack(tiles), len(rows), cols)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * cols + 1.8), 0.5 * len(rows) + 0.9))
-    ax.imshow(grid.numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-    if box is not None:
-        top, left, bh, bw = box
-        for r in range(len(rows)):
-            for c in range(cols):
-                ax.add_patch(
-                    Rectangle(
-                        (c * (w + 1) + left - 0.5, r * (h + 1) + top - 0.5),
-                        bw,
-                        bh,
-                        fill=False,
-                        edgecolor="tab:red",
-                        linewidth=0.8,
-                    )
-                )
-    ax.set_yticks(
-        [r * (h + 1) + (h - 1) / 2 for r in range(len(rows))], [label for label, _ in rows]
-    )
-    ax.set_xticks([])
-    ax.tick_params(length=0)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Run the example; ``argv`` defaults to ``sys.argv[1:]``. Returns the metrics."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-
     parser = build_parser()
     args = parser.parse_args(argv)
     epochs = args.epochs or DEFAULT_EPOCHS[args.dataset]
@@ -322,19 +121,13 @@ def main(argv: list[str] | None = None) -> dict:
         binarize = "dynamic" if args.likelihood == "bernoulli" else "none"
     if args.kl_annealing < 0:
         parser.error("--kl-annealing must be >= 0")
-    if args.resume and args.checkpoint is None:
-        parser.error("--resume needs --checkpoint")
-    try:
-        device = torch.device(args.device)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as err:
-        parser.error(f"device {args.device!r} is not available: {err}")
+    device = resolve_device(parser, args)
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    data = load_data(args, parser)
+    data = load_data_or_exit(parser, args)
     num_classes = max(data.num_classes, 1)
     # Binarize on the CPU so that the test set is the same on every device.
     binary = (binarize_data(data, seed=0) if binarize != "none" else data).to(device)
@@ -428,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_seconds": result.timings.get("train_s", float("nan")),
         "eval_seconds": eval_s,
         "step_ms": result.timings.get("step_ms", float("nan")),
-        "history": {k: [_finite_or_none(v) for v in vals] for k, vals in result.history.items()},
+        "history": {k: [finite_or_none(v) for v in vals] for k, vals in result.history.items()},
     }
     what = "image" if args.condition == "label" else "quadrant"
     print(f"train ELBO {train_elbo:.3f} nats/{what} (last epoch, training objective)")
@@ -446,10 +239,10 @@ def main(argv: list[str] | None = None) -> dict:
             c = torch.eye(num_classes, device=device)
             samples = model.sample(c, num_samples=per_class)  # (per_class, classes, x_dim)
             rows = [(str(k), samples[:, k].reshape(-1, h, w)) for k in range(num_classes)]
-            save_image_rows(
-                out / "samples.png",
+            plot_image_rows(
                 rows,
                 f"{data.name}: samples of p(x | class), one class per row",
+                path=out / "samples.png",
             )
         else:
             n_show, n_samples = min(12, len(x_test)), 3
@@ -461,10 +254,10 @@ def main(argv: list[str] | None = None) -> dict:
                 filled = images.clone()
                 filled[:, mask] = pred[s]
                 rows.append((f"sample {s + 1}", filled.reshape(-1, h, w)))
-            save_image_rows(
-                out / "samples.png",
+            plot_image_rows(
                 rows,
                 f"{data.name}: bottom-right quadrant sampled from p(x | c)",
+                path=out / "samples.png",
                 box=(h // 2, w // 2, h - h // 2, w - w // 2),
             )
 

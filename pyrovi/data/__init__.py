@@ -21,8 +21,11 @@ from pyrovi.data.idx import (
     read_idx,
     write_idx,
 )
+from pyrovi.data.load import DATASETS, load_dataset
 
 __all__ = [
+    "DATASETS",
+    "load_dataset",
     "FASHION_MNIST_BASE_URL",
     "FASHION_MNIST_DEFAULT_ROOT",
     "MNIST_BASE_URL",

@@ -62,3 +62,25 @@ class ImageData:
             x_test=self.x_test.to(device),
             y_test=self.y_test.to(device),
         )
+
+    def subset(self, n_train: int, n_test: int | None = None) -> ImageData:
+        """The first ``n_train`` training and ``n_test`` (default ``n_train``) test examples.
+
+        Args:
+            n_train: Number of training examples to keep (positive).
+            n_test: Number of test examples to keep (positive; default ``n_train``).
+
+        Returns:
+            A new :class:`ImageData` sharing storage with ``self``.
+        """
+        n_test = n_train if n_test is None else n_test
+        for name, value in (("n_train", n_train), ("n_test", n_test)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        return dataclasses.replace(
+            self,
+            x_train=self.x_train[:n_train],
+            y_train=self.y_train[:n_train],
+            x_test=self.x_test[:n_test],
+            y_test=self.y_test[:n_test],
+        )

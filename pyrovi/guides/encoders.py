@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -12,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyrovi.nn import MLP, submodule
+from pyrovi.nn.probe import probe_output
 
 __all__ = ["AmortizedNormal", "AmortizedMultivariateNormal"]
 
@@ -20,21 +22,7 @@ def _out_features(encoder: nn.Module, in_dim: int) -> int:
     out_dim = getattr(encoder, "out_dim", None)
     if isinstance(out_dim, int):
         return out_dim
-    p = next(iter(encoder.parameters()), None)
-    dummy = torch.zeros(
-        2,
-        in_dim,
-        dtype=p.dtype if p is not None else None,
-        device=p.device if p is not None else None,
-    )
-    with torch.no_grad():
-        out = encoder(dummy)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise ValueError(
-            f"encoder must map (batch, {in_dim}) inputs to (batch, features), got "
-            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}"
-        )
-    return int(out.shape[-1])
+    return probe_output(encoder, in_dim, "encoder")
 
 
 class _AmortizedGuide(PyroModule):
@@ -44,12 +32,12 @@ class _AmortizedGuide(PyroModule):
         self,
         x_dim: int,
         z_dim: int,
-        hidden_dims: Sequence[int],
-        encoder: nn.Module | None,
-        context_dim: int,
-        site: str,
-        plate: str,
-        min_scale: float,
+        hidden_dims: Sequence[int] = (512, 256),
+        encoder: nn.Module | None = None,
+        context_dim: int = 0,
+        site: str = "z",
+        plate: str = "data",
+        min_scale: float = 1e-4,
     ) -> None:
         super().__init__()
         for name, value in (("x_dim", x_dim), ("z_dim", z_dim)):
@@ -73,6 +61,12 @@ class _AmortizedGuide(PyroModule):
         self.features = (
             in_dim if isinstance(encoder, nn.Identity) else _out_features(encoder, in_dim)
         )
+        self.head = nn.Linear(self.features, self.head_size(z_dim))
+
+    @staticmethod
+    def head_size(z_dim: int) -> int:
+        """Number of outputs of the linear head on the encoder features."""
+        raise NotImplementedError
 
     def _inputs(self, x: torch.Tensor, args: tuple) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
@@ -121,19 +115,10 @@ class AmortizedNormal(_AmortizedGuide):
         min_scale: Floor added to σ for numerical stability.
     """
 
-    def __init__(
-        self,
-        x_dim: int,
-        z_dim: int,
-        hidden_dims: Sequence[int] = (512, 256),
-        encoder: nn.Module | None = None,
-        context_dim: int = 0,
-        site: str = "z",
-        plate: str = "data",
-        min_scale: float = 1e-4,
-    ) -> None:
-        super().__init__(x_dim, z_dim, hidden_dims, encoder, context_dim, site, plate, min_scale)
-        self.head = nn.Linear(self.features, 2 * z_dim)
+    @staticmethod
+    def head_size(z_dim: int) -> int:
+        """Outputs of the linear head: ``z_dim`` means and ``z_dim`` raw scales."""
+        return 2 * z_dim
 
     def encode(self, x: torch.Tensor, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and standard deviation, each ``(batch, z_dim)``."""
@@ -154,22 +139,16 @@ class AmortizedMultivariateNormal(_AmortizedGuide):
     :class:`AmortizedNormal`.
     """
 
-    def __init__(
-        self,
-        x_dim: int,
-        z_dim: int,
-        hidden_dims: Sequence[int] = (512, 256),
-        encoder: nn.Module | None = None,
-        context_dim: int = 0,
-        site: str = "z",
-        plate: str = "data",
-        min_scale: float = 1e-4,
-    ) -> None:
-        super().__init__(x_dim, z_dim, hidden_dims, encoder, context_dim, site, plate, min_scale)
-        rows, cols = torch.tril_indices(z_dim, z_dim, offset=-1)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        rows, cols = torch.tril_indices(self.z_dim, self.z_dim, offset=-1)
         self.register_buffer("_rows", rows, persistent=False)
         self.register_buffer("_cols", cols, persistent=False)
-        self.head = nn.Linear(self.features, 2 * z_dim + rows.numel())
+
+    @staticmethod
+    def head_size(z_dim: int) -> int:
+        """Outputs of the linear head: means, raw diagonal, strictly lower triangle of L."""
+        return 2 * z_dim + z_dim * (z_dim - 1) // 2
 
     def encode(self, x: torch.Tensor, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean ``(batch, z_dim)`` and Cholesky factor ``(batch, z_dim, z_dim)``."""

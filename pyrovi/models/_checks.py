@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from pyrovi.nn.probe import probe_output
+
 _LIKELIHOODS = ("bernoulli", "gaussian")
 
 
@@ -35,21 +37,4 @@ def check_values(name: str, x: torch.Tensor, likelihood: str | None = None) -> N
 
 def check_output(name: str, module: torch.nn.Module, in_dim: int, out_dim: int) -> None:
     """Run ``module`` on a dummy input to check that it maps ``in_dim`` to ``out_dim`` features."""
-    try:
-        p = next(iter(module.parameters()), None)
-        dummy = torch.zeros(
-            2,
-            in_dim,
-            device=p.device if p is not None else None,
-            dtype=p.dtype if p is not None else None,
-        )
-        with torch.no_grad():
-            out = module(dummy)
-    except Exception as e:  # noqa: BLE001 - re-raised with context
-        raise ValueError(
-            f"{name} must map (batch, {in_dim}) inputs to (batch, {out_dim}) outputs; calling it "
-            f"on zeros of shape (2, {in_dim}) failed: {e}"
-        ) from e
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, out_dim):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"{name} must map (batch, {in_dim}) to (batch, {out_dim}), got {shape}")
+    probe_output(module, in_dim, name, expected=out_dim)
