@@ -238,6 +238,13 @@ def _snapshot(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in params.items()}
 
 
+def _module_state(fn: Callable) -> dict[str, torch.Tensor] | None:
+    """``state_dict`` (parameters and buffers) of a module on CPU, ``None`` for a function."""
+    if not isinstance(fn, nn.Module):
+        return None
+    return {k: v.detach().cpu().clone() for k, v in fn.state_dict().items()}
+
+
 def _restore(params: dict[str, torch.Tensor], saved: dict[str, torch.Tensor], what: str) -> None:
     missing = sorted(set(params) - set(saved))
     if missing:
@@ -309,8 +316,9 @@ def fit(
         val_data: Held-out data (same forms as ``data``); its ELBO per datapoint is recorded
             after every epoch and picks the best epoch.
         clip_norm: Clip the global gradient norm to this value.
-        checkpoint: File to write after every epoch (model, guide, optimizer, RNG states,
-            history); the best epoch goes to ``<stem>.best<suffix>`` beside it.
+        checkpoint: File to write after every epoch (parameters, model and guide state dicts,
+            optimizer, RNG states, epoch, history); the best epoch goes to
+            ``<stem>.best<suffix>`` beside it.
         resume: Continue from ``checkpoint`` if the file exists.
         progress: Show tqdm bars (only when stderr is a terminal).
         seed: Seed Pyro/torch/NumPy and the shuffling generator.
@@ -404,6 +412,9 @@ def fit(
     start_epoch = 0
     if resume and ckpt_path is not None and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
+        for fn, key in ((model, "model_state"), (guide, "guide_state")):
+            if isinstance(fn, nn.Module) and state.get(key) is not None:
+                fn.load_state_dict(state[key])  # buffers (e.g. batch-norm statistics) too
         _restore(params, state["params"], f"checkpoint {ckpt_path}")
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
@@ -485,6 +496,8 @@ def fit(
                 state = {
                     "epoch": epoch + 1,
                     "params": _snapshot(params),
+                    "model_state": _module_state(model),
+                    "guide_state": _module_state(guide),
                     "optimizer": opt.state_dict(),
                     "torch_rng": torch.get_rng_state(),
                     "shuffle_rng": generator.get_state(),

@@ -355,3 +355,20 @@ def test_inconsistent_tuple_lengths_are_named():
     guide = AmortizedNormal(16, 2, hidden_dims=(8,), context_dim=4)
     with pytest.raises(ValueError, match="same leading"):
         fit(model, guide, (torch.rand(10, 16), torch.rand(9, 4)), progress=False)
+
+
+def test_progress_bar_is_silent_when_stderr_is_not_a_terminal(capsys):
+    model, guide = _small_vae()
+    fit(model, guide, _data(), epochs=2, batch_size=16, progress=True)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_checkpoint_holds_module_states_with_buffers(tmp_path):
+    model, guide = _small_vae()
+    fit(model, guide, _data(), epochs=1, checkpoint=tmp_path / "c.pt", progress=False)
+    state = load_checkpoint(tmp_path / "c.pt")
+    assert set(state["model_state"]) == set(model.state_dict())
+    assert "prior_loc" in state["model_state"]
+    assert set(state["guide_state"]) == set(guide.state_dict())
+    assert state["epoch"] == 1 and "optimizer" in state
