@@ -7,8 +7,14 @@ SVI. Subpackages: :mod:`pyrovi.data`, :mod:`pyrovi.nn`, :mod:`pyrovi.models`,
 
 __version__ = "0.1.0"
 
-from pyrovi import data, diagnostics, guides, infer, models, nn  # noqa: E402
-from pyrovi.guides import AmortizedMultivariateNormal, AmortizedNormal  # noqa: E402
+from pyrovi import data, diagnostics, distributions, guides, infer, models, nn  # noqa: E402
+from pyrovi.distributions import NFlowsDistribution  # noqa: E402
+from pyrovi.guides import (  # noqa: E402
+    AmortizedFlow,
+    AmortizedMultivariateNormal,
+    AmortizedNormal,
+    FlowGuide,
+)
 from pyrovi.infer import (  # noqa: E402
     FastTrace_ELBO,
     FitResult,
@@ -16,20 +22,25 @@ from pyrovi.infer import (  # noqa: E402
     fit,
     log_marginal_likelihood,
 )
-from pyrovi.models import VAE, ConditionalVAE  # noqa: E402
+from pyrovi.models import VAE, ConditionalVAE, FlowDensity  # noqa: E402
 
 __all__ = [
     "__version__",
     "data",
     "diagnostics",
+    "distributions",
     "nn",
     "models",
     "guides",
     "infer",
     "VAE",
     "ConditionalVAE",
+    "FlowDensity",
+    "NFlowsDistribution",
     "AmortizedNormal",
     "AmortizedMultivariateNormal",
+    "AmortizedFlow",
+    "FlowGuide",
     "fit",
     "FitResult",
     "FastTrace_ELBO",

@@ -61,7 +61,8 @@ class _AmortizedGuide(PyroModule):
         self.features = (
             in_dim if isinstance(encoder, nn.Identity) else _out_features(encoder, in_dim)
         )
-        self.head = nn.Linear(self.features, self.head_size(z_dim))
+        size = self.head_size(z_dim)
+        self.head = nn.Linear(self.features, size) if size else None
 
     @staticmethod
     def head_size(z_dim: int) -> int:

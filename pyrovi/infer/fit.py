@@ -262,9 +262,13 @@ def _restore(params: dict[str, torch.Tensor], saved: dict[str, torch.Tensor], wh
 # --------------------------------------------------------------------------- the loop
 
 
+def _empty_guide(*args: Any, **kwargs: Any) -> None:
+    """The guide of a model without latent sites (maximum likelihood)."""
+
+
 def fit(
     model: Callable,
-    guide: Callable,
+    guide: Callable | None,
     data: Data,
     *,
     epochs: int = 10,
@@ -299,7 +303,8 @@ def fit(
 
     Args:
         model: Pyro model called as ``model(*batch)``.
-        guide: Pyro guide with the same signature.
+        guide: Pyro guide with the same signature; ``None`` for a model without latent sites
+            (e.g. :class:`~pyrovi.models.FlowDensity`), which is then fitted by maximum likelihood.
         data: A tensor ``(N, ...)``, a tuple of tensors sharing N, or a ``DataLoader``.
         epochs: Total number of passes over the data (counting resumed epochs).
         batch_size: Minibatch size for tensor data (default 128); leave None for a DataLoader.
@@ -334,6 +339,8 @@ def fit(
         TrainingDivergedError: NaN/inf loss; the message names the epoch and step.
     """
     epochs = _positive_int("epochs", epochs)
+    if guide is None:
+        guide = _empty_guide
     if batch_size is not None:
         _positive_int("batch_size", batch_size)
     _positive_int("num_particles", num_particles)

@@ -8,10 +8,15 @@ import torch
 class PPCA:
     """``z ~ N(0, I_k)``, ``x | z ~ N(W z + b, σ² I_d)`` in float64."""
 
-    def __init__(self, d=5, k=2, sigma=0.5, seed=0, device="cpu"):
+    def __init__(self, d=5, k=2, sigma=0.5, seed=0, device="cpu", correlation=None):
         g = torch.Generator().manual_seed(seed)
-        self.W = torch.randn(d, k, generator=g, dtype=torch.float64).to(device)
+        self.W = torch.randn(d, k, generator=g, dtype=torch.float64)
         self.b = torch.randn(d, generator=g, dtype=torch.float64).to(device)
+        if correlation is not None:
+            # k = 2 columns with this cosine: a strongly correlated exact posterior
+            a, c = self.W[:, 0], torch.randn(d, generator=g, dtype=torch.float64)
+            self.W = torch.stack([a, correlation * a + (1 - correlation**2) ** 0.5 * c], 1)
+        self.W = self.W.to(device)
         self.sigma = sigma
         self.d, self.k = d, k
 
@@ -36,6 +41,13 @@ class PPCA:
         zeros = x.new_zeros(self.k)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(zeros, torch.ones_like(zeros)).to_event(1))
+
+    def diagonal_gap(self):
+        """KL(q*‖p(z|x)) of the best diagonal Gaussian q*: the ELBO gap mean-field must leave."""
+        precision = (self.W.T @ self.W) / self.sigma**2 + torch.eye(
+            self.k, dtype=self.W.dtype, device=self.W.device
+        )
+        return 0.5 * (torch.log(torch.diagonal(precision)).sum() - torch.logdet(precision))
 
     def log_evidence(self, x):
         cov = self.W @ self.W.T + self.sigma**2 * torch.eye(self.d, dtype=x.dtype, device=x.device)
