@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -11,8 +10,8 @@ import pyro
 import pytest
 
 from pyrovi.data import FASHION_MNIST_DEFAULT_ROOT, MNIST_FILES
+from tests.example_loader import load_example
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # Small networks and one epoch: each run takes about a second on a CPU.
 FAST = [
     "--epochs",
@@ -27,15 +26,6 @@ FAST = [
     "--device",
     "cpu",
 ]
-
-
-def load_example(name: str):
-    """Import ``examples/<name>.py`` by file path as a fresh module."""
-    path = EXAMPLES / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"pyrovi_example_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)

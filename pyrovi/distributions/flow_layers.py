@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from nflows.nn.nets import ResidualNet
 from nflows.transforms import (
@@ -36,6 +38,26 @@ def _net_factory(hidden: int, context: int | None, blocks: int):
     return make
 
 
+def _near_identity(transform: MaskedAffineAutoregressiveTransform):
+    """Start an affine autoregressive layer as the identity map.
+
+    nflows' default initialization makes the shifts and scales depend strongly on the inputs and
+    sets the scale to softplus(0) ≈ 0.69, so a stack of layers used in the direction that divides
+    by the scales maps data of scale 1 to 1e5 and beyond (log-densities of -1e7 at
+    initialization). Zero output weights, zero shift biases and scale biases with
+    softplus(b) + ε = 1 give exactly the identity; the hidden layers start learning after the
+    first step, once the output weights move.
+    """
+    final = transform.autoregressive_net.final_layer
+    eps = transform._epsilon
+    with torch.no_grad():
+        final.weight.zero_()
+        final.bias.zero_()
+        # outputs are (scale, shift) pairs per feature: even entries are unconstrained scales
+        final.bias[0::2] = math.log(math.expm1(1.0 - eps))
+    return transform
+
+
 def _layer(
     kind: str,
     features: int,
@@ -46,11 +68,15 @@ def _layer(
     tail_bound: float,
 ) -> Transform:
     if kind == "maf":
-        return MaskedAffineAutoregressiveTransform(features, hidden, context_features=context)
+        return _near_identity(
+            MaskedAffineAutoregressiveTransform(features, hidden, context_features=context)
+        )
     if kind == "iaf":
         # the sampling direction (nflows' inverse) is one MADE pass: an inverse autoregressive flow
         return InverseTransform(
-            MaskedAffineAutoregressiveTransform(features, hidden, context_features=context)
+            _near_identity(
+                MaskedAffineAutoregressiveTransform(features, hidden, context_features=context)
+            )
         )
     if kind == "nsf":
         if features == 1:
