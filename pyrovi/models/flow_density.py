@@ -31,8 +31,10 @@ class FlowDensity(PyroModule):
     Args:
         x_dim: Dimension D of the data.
         flow: One of ``"maf"``, ``"nsf"``, ``"realnvp"``, ``"iaf"``, ``"planar"``, ``"radial"``.
-            ``maf``/``nsf``/``realnvp`` evaluate densities in one pass (the usual choice here);
-            ``planar`` and ``radial`` invert numerically and are slow density models.
+            ``maf``/``nsf``/``realnvp`` evaluate densities in one network pass per layer (the
+            usual choice here; ``nsf`` fitted 2-D densities best in ``benchmarks/``); ``iaf``
+            needs D passes per layer; ``planar`` (per-row Newton solve) and ``radial`` (closed
+            form) are cheap but have few parameters per layer.
         num_layers: Number of flow layers.
         hidden_features: Width of the conditioner networks.
         context_dim: Features of a conditioning input ``c`` (``forward(x, c)``), or None.
