@@ -7,12 +7,15 @@ data, used by ``Flow.sample``); both return ``(outputs, logabsdet)`` with ``loga
 
 - :class:`PlanarTransform`, :class:`RadialTransform`: Rezende & Mohamed (2015) flows, closed form
   when sampling, optionally conditional (parameters from a linear map of the context).
+- :class:`HyperTransform`: their base, parameters either free or from a linear hypernetwork of
+  the context.
 - :class:`LULinear`: an invertible linear layer ``W = P L U`` that, unlike nflows' own, does not
   use deprecated torch solvers.
 """
 
+from pyrovi.distributions.transforms.hyper import HyperTransform
 from pyrovi.distributions.transforms.linear import LULinear
 from pyrovi.distributions.transforms.planar import PlanarTransform
 from pyrovi.distributions.transforms.radial import RadialTransform
 
-__all__ = ["PlanarTransform", "RadialTransform", "LULinear"]
+__all__ = ["PlanarTransform", "RadialTransform", "HyperTransform", "LULinear"]

@@ -10,7 +10,7 @@ from nflows.transforms.base import Transform
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovi.distributions.transforms.planar import _check_inputs, _check_positive_int
+from pyrovi.distributions.transforms.hyper import _check_inputs, _check_positive_int
 
 __all__ = ["LULinear"]
 

@@ -1,69 +1,21 @@
-"""Planar flow (Rezende & Mohamed, 2015) as an nflows transform, optionally conditional.
-
-This module also holds the small argument checks shared by the transforms of this package.
-"""
+"""Planar flow (Rezende & Mohamed, 2015) as an nflows transform, optionally conditional."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-from nflows.transforms.base import Transform
-from torch import nn
 from torch.nn import functional as F
+
+from pyrovi.distributions.transforms.hyper import (
+    HyperTransform,
+    _check_context,
+    _check_positive_int,
+)
 
 __all__ = ["PlanarTransform"]
 
 _SOFTPLUS_INV_ONE = math.log(math.e - 1.0)  # softplus(x) = 1  <=>  x = log(e - 1)
-
-
-# --------------------------------------------------------------------------- shared checks
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_inputs(inputs: object, features: int, name: str = "inputs") -> torch.Tensor:
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(
-            f"{name} must be a torch.Tensor of shape (batch, {features}), "
-            f"got {type(inputs).__name__}"
-        )
-    if inputs.dim() != 2 or inputs.shape[1] != features:
-        raise ValueError(f"{name} must have shape (batch, {features}), got {tuple(inputs.shape)}")
-    if not inputs.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {inputs.dtype}")
-    return inputs
-
-
-def _check_context(
-    context: object, batch: int | None, context_features: int | None, owner: str
-) -> torch.Tensor | None:
-    """Validate ``context`` for a transform; unconditional transforms ignore it (returns None).
-
-    ``batch`` is the batch size of the inputs, or None when there are no inputs to match.
-    """
-    if context_features is None:
-        return None
-    if context is None:
-        raise ValueError(
-            f"{owner} was built with context_features={context_features} and needs a context "
-            f"of shape (batch, {context_features}), got context=None"
-        )
-    if not isinstance(context, torch.Tensor):
-        raise TypeError(f"context must be a torch.Tensor, got {type(context).__name__}")
-    if (
-        context.dim() != 2
-        or context.shape[1] != context_features
-        or (batch is not None and context.shape[0] != batch)
-    ):
-        expected = "batch" if batch is None else str(batch)
-        raise ValueError(
-            f"context must have shape ({expected}, {context_features}) (batch size of the "
-            f"inputs, context_features), got {tuple(context.shape)}"
-        )
-    return context
 
 
 def _default_tol(dtype: torch.dtype) -> float:
@@ -109,7 +61,7 @@ def _solve_planar_alpha(
     return alpha
 
 
-class PlanarTransform(Transform):
+class PlanarTransform(HyperTransform):
     r"""Planar flow ``y = z + û tanh(wᵀz + b)`` (Rezende & Mohamed, 2015).
 
     The closed form is the *sampling* direction (nflows ``inverse``: noise ``z`` -> data ``y``),
@@ -150,38 +102,13 @@ class PlanarTransform(Transform):
     def __init__(
         self, features: int, context_features: int | None = None, *, max_iter: int = 100
     ) -> None:
-        super().__init__()
-        self.features = _check_positive_int("features", features)
-        self.context_features = (
-            None
-            if context_features is None
-            else _check_positive_int("context_features", context_features)
-        )
-        self.max_iter = _check_positive_int("max_iter", max_iter)
-        d = self.features
+        d = _check_positive_int("features", features)
         w0 = torch.randn(d)
         w0 = w0 / w0.norm()
         u0 = _SOFTPLUS_INV_ONE * w0 + 0.01 * torch.randn(d)
         b0 = 0.01 * torch.randn(())
-        if self.context_features is None:
-            self.u = nn.Parameter(u0)
-            self.w = nn.Parameter(w0)
-            self.b = nn.Parameter(b0)
-            self.hypernet = None
-        else:
-            self.hypernet = nn.Linear(self.context_features, 2 * d + 1)
-            with torch.no_grad():
-                self.hypernet.weight.normal_(0.0, 0.01)
-                self.hypernet.bias.copy_(torch.cat([u0, w0, b0.reshape(1)]))
-
-    def _raw_params(
-        self, context: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.hypernet is None:
-            return self.u.unsqueeze(0), self.w.unsqueeze(0), self.b.reshape(1)
-        out = self.hypernet(context)
-        d = self.features
-        return out[:, :d], out[:, d : 2 * d], out[:, 2 * d]
+        super().__init__(d, context_features, {"u": u0, "w": w0, "b": b0})
+        self.max_iter = _check_positive_int("max_iter", max_iter)
 
     def _constrained(
         self, context: torch.Tensor | None
@@ -228,10 +155,7 @@ class PlanarTransform(Transform):
         Returns:
             ``y`` ``(batch, D)`` and ``log|det ∂y/∂z|`` ``(batch,)``.
         """
-        inputs = _check_inputs(inputs, self.features)
-        context = _check_context(
-            context, inputs.shape[0], self.context_features, type(self).__name__
-        )
+        inputs, context = self._prepare(inputs, context)
         u_hat, w, b, one_plus_k = self._constrained(context)
         t = torch.tanh((inputs * w).sum(-1) + b)
         outputs = inputs + u_hat * t.unsqueeze(-1)
@@ -252,10 +176,7 @@ class PlanarTransform(Transform):
         Returns:
             ``z`` ``(batch, D)`` and ``log|det ∂z/∂y|`` ``(batch,)``.
         """
-        inputs = _check_inputs(inputs, self.features)
-        context = _check_context(
-            context, inputs.shape[0], self.context_features, type(self).__name__
-        )
+        inputs, context = self._prepare(inputs, context)
         u_hat, w, b, one_plus_k = self._constrained(context)
         k = one_plus_k - 1
         s = (inputs * w).sum(-1)

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import torch
-from nflows.transforms.base import Transform
-from torch import nn
 from torch.nn import functional as F
 
-from pyrovi.distributions.transforms.planar import (
+from pyrovi.distributions.transforms.hyper import (
+    HyperTransform,
     _check_context,
-    _check_inputs,
     _check_positive_int,
 )
 
 __all__ = ["RadialTransform"]
 
 
-class RadialTransform(Transform):
+class RadialTransform(HyperTransform):
     r"""Radial flow ``y = z + β h(α, r)(z − z₀)``, ``r = ‖z − z₀‖``, ``h = 1/(α + r)``.
 
     The closed form is the *sampling* direction (nflows ``inverse``: noise ``z`` -> data ``y``),
@@ -46,36 +44,13 @@ class RadialTransform(Transform):
     """
 
     def __init__(self, features: int, context_features: int | None = None) -> None:
-        super().__init__()
-        self.features = _check_positive_int("features", features)
-        self.context_features = (
-            None
-            if context_features is None
-            else _check_positive_int("context_features", context_features)
-        )
-        d = self.features
+        d = _check_positive_int("features", features)
         z0 = 0.1 * torch.randn(d)
         alpha_hat = 0.01 * torch.randn(())
         beta_hat = alpha_hat + 0.01 * torch.randn(())
-        if self.context_features is None:
-            self.z0 = nn.Parameter(z0)
-            self.alpha_hat = nn.Parameter(alpha_hat)
-            self.beta_hat = nn.Parameter(beta_hat)
-            self.hypernet = None
-        else:
-            self.hypernet = nn.Linear(self.context_features, d + 2)
-            with torch.no_grad():
-                self.hypernet.weight.normal_(0.0, 0.01)
-                self.hypernet.bias.copy_(torch.cat([z0, alpha_hat[None], beta_hat[None]]))
-
-    def _raw_params(
-        self, context: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.hypernet is None:
-            return self.z0.unsqueeze(0), self.alpha_hat.reshape(1), self.beta_hat.reshape(1)
-        out = self.hypernet(context)
-        d = self.features
-        return out[:, :d], out[:, d], out[:, d + 1]
+        super().__init__(
+            d, context_features, {"z0": z0, "alpha_hat": alpha_hat, "beta_hat": beta_hat}
+        )
 
     def _constrained(
         self, context: torch.Tensor | None
@@ -123,10 +98,7 @@ class RadialTransform(Transform):
         Returns:
             ``y`` ``(batch, D)`` and ``log|det ∂y/∂z|`` ``(batch,)``.
         """
-        inputs = _check_inputs(inputs, self.features)
-        context = _check_context(
-            context, inputs.shape[0], self.context_features, type(self).__name__
-        )
+        inputs, context = self._prepare(inputs, context)
         z0, alpha, alpha_plus_beta = self._constrained(context)
         diff = inputs - z0
         r = torch.linalg.vector_norm(diff, dim=-1)
@@ -147,10 +119,7 @@ class RadialTransform(Transform):
         Returns:
             ``z`` ``(batch, D)`` and ``log|det ∂z/∂y|`` ``(batch,)``.
         """
-        inputs = _check_inputs(inputs, self.features)
-        context = _check_context(
-            context, inputs.shape[0], self.context_features, type(self).__name__
-        )
+        inputs, context = self._prepare(inputs, context)
         z0, alpha, alpha_plus_beta = self._constrained(context)
         diff_y = inputs - z0
         r_y = torch.linalg.vector_norm(diff_y, dim=-1)
