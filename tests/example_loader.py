@@ -16,3 +16,12 @@ def load_example(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def exit_code(name: str, argv: list[str]) -> int:
+    """Run ``examples/<name>.py``'s ``main(argv)`` where it is expected to exit; its exit code."""
+    import pytest
+
+    with pytest.raises(SystemExit) as info:
+        load_example(name).main(argv)
+    return info.value.code

@@ -10,7 +10,7 @@ import pyro
 import pytest
 
 from pyrovi.data import FASHION_MNIST_DEFAULT_ROOT, MNIST_FILES
-from tests.example_loader import load_example
+from tests.example_loader import exit_code, load_example
 
 # Small networks and one epoch: each run takes about a second on a CPU.
 FAST = [
@@ -134,19 +134,13 @@ def test_vae_example_fashion_mnist_subset(tmp_path):
 
 @pytest.mark.parametrize("name", ["vae", "cvae"])
 def test_help_exits_zero(name, capsys):
-    module = load_example(name)
-    with pytest.raises(SystemExit) as info:
-        module.main(["--help"])
-    assert info.value.code == 0
+    assert exit_code(name, ["--help"]) == 0
     assert "--epochs" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["vae", "cvae"])
 def test_mnist_needs_data_dir(name, tmp_path, capsys):
-    module = load_example(name)
-    with pytest.raises(SystemExit) as info:
-        module.main(["--dataset", "mnist", "--out", str(tmp_path), "--no-progress"])
-    assert info.value.code == 2
+    assert exit_code(name, ["--dataset", "mnist", "--out", str(tmp_path), "--no-progress"]) == 2
     assert "--data-dir" in capsys.readouterr().err
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pyrovi.data import U2
-from tests.example_loader import load_example
+from tests.example_loader import exit_code, load_example
 
 VAE_FAST = [
     "--epochs",
@@ -173,17 +173,11 @@ def test_energy_model_has_joint_exp_minus_u():
 
 @pytest.mark.parametrize("name", ["flow_vae", "flow_density"])
 def test_help_exits_zero(name, capsys):
-    module = load_example(name)
-    with pytest.raises(SystemExit) as info:
-        module.main(["--help"])
-    assert info.value.code == 0
+    assert exit_code(name, ["--help"]) == 0
     assert "--flows" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["flow_vae", "flow_density"])
 def test_unknown_flow_is_a_usage_error(name, tmp_path, capsys):
-    module = load_example(name)
-    with pytest.raises(SystemExit) as info:
-        module.main(["--flows", "glow", "--out", str(tmp_path)])
-    assert info.value.code == 2
+    assert exit_code(name, ["--flows", "glow", "--out", str(tmp_path)]) == 2
     assert "glow" in capsys.readouterr().err

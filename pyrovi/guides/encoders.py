@@ -66,8 +66,11 @@ class _AmortizedGuide(PyroModule):
 
     @staticmethod
     def head_size(z_dim: int) -> int:
-        """Number of outputs of the linear head on the encoder features."""
-        raise NotImplementedError
+        """Number of outputs of the linear head on the encoder features (abstract: each guide
+        defines its own)."""
+        raise NotImplementedError(
+            f"a subclass of _AmortizedGuide must define head_size, not {z_dim}"
+        )
 
     def _inputs(self, x: torch.Tensor, args: tuple) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
@@ -88,8 +91,8 @@ class _AmortizedGuide(PyroModule):
         return torch.cat([x, c.to(x.dtype)], dim=-1)
 
     def distribution(self, x: torch.Tensor, *args: torch.Tensor) -> dist.Distribution:
-        """``q(z | x, c)`` with batch shape ``(batch,)`` and event shape ``(z_dim,)``."""
-        raise NotImplementedError
+        """``q(z | x, c)`` with batch shape ``(batch,)`` and event shape ``(z_dim,)`` (abstract)."""
+        raise NotImplementedError(f"{type(self).__name__} must define distribution(x, *context)")
 
     def forward(self, x: torch.Tensor, *args: torch.Tensor, **kwargs) -> torch.Tensor:
         """The guide. ``x``: ``(batch, x_dim)``; ``args[0]`` is the context when
