@@ -24,6 +24,14 @@ from pyrovi.data.idx import (
     write_idx,
 )
 from pyrovi.data.load import DATASETS, load_dataset
+from pyrovi.data.series import (
+    SeriesData,
+    double_well,
+    geometric_brownian_motion,
+    irregular_times,
+    ornstein_uhlenbeck,
+    stochastic_lorenz,
+)
 from pyrovi.data.toy2d import (
     TOY_DATASETS,
     eight_gaussians,
@@ -64,4 +72,10 @@ __all__ = [
     "load_mnist",
     "read_idx",
     "write_idx",
+    "SeriesData",
+    "irregular_times",
+    "ornstein_uhlenbeck",
+    "geometric_brownian_motion",
+    "stochastic_lorenz",
+    "double_well",
 ]

@@ -1,6 +1,7 @@
 """Inference: the SVI training loop, evidence estimates, scaling handlers."""
 
 from pyrovi.infer.checkpoint import load_checkpoint, save_checkpoint
+from pyrovi.infer.distributed import DistributedError, init_distributed
 from pyrovi.infer.evidence import elbo, log_importance_weights, log_marginal_likelihood
 from pyrovi.infer.fit import FitResult, TrainingDivergedError, fit, load_into
 from pyrovi.infer.handlers import data_scale, latent_scale
@@ -19,4 +20,6 @@ __all__ = [
     "latent_scale",
     "save_checkpoint",
     "load_checkpoint",
+    "DistributedError",
+    "init_distributed",
 ]

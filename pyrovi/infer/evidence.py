@@ -71,6 +71,11 @@ def _per_datapoint(site: dict[str, Any], nesting: int, plate: str) -> torch.Tens
     return log_p.reshape(log_p.shape[0], log_p.shape[data_axis])
 
 
+def _is_deterministic(site: dict[str, Any]) -> bool:
+    """``pyro.deterministic`` sites: log-density 0 wherever they are (even outside the plate)."""
+    return bool(site.get("infer", {}).get("_deterministic"))
+
+
 def _chunks(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
@@ -89,9 +94,10 @@ def _log_weights_batch(
     batch = args[0].shape[0]
     log_w: Any = 0.0
     for site in replayer.sites:
-        log_w = log_w + _per_datapoint(site, nesting, plate)
+        if not _is_deterministic(site):
+            log_w = log_w + _per_datapoint(site, nesting, plate)
     for site in recorder.sites.values():
-        if not site["is_observed"]:
+        if not site["is_observed"] and not _is_deterministic(site):
             log_w = log_w - _per_datapoint(site, nesting, plate)
     if not isinstance(log_w, torch.Tensor):
         return args[0].new_zeros((k, batch), dtype=torch.get_default_dtype())

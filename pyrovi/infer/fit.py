@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pyrovi.infer.checkpoint import load_checkpoint, save_checkpoint
+from pyrovi.infer.distributed import DistributedContext, init_distributed, shard_bounds
 from pyrovi.infer.evidence import _as_tensors
 from pyrovi.infer.handlers import DataScaleMessenger, LatentScaleMessenger
 from pyrovi.infer.losses import FastTrace_ELBO
@@ -181,6 +182,7 @@ class _Batches:
         self.device = device
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.shard: DistributedContext | None = None  # set by fit(distributed=True)
 
     def __len__(self) -> int:
         if self.loader is not None:
@@ -201,6 +203,8 @@ class _Batches:
             order = None
         for i in range(len(self)):
             lo, hi = i * self.batch_size, min(self.n, (i + 1) * self.batch_size)
+            if self.shard is not None:  # this process's part of the global batch
+                lo, hi = shard_bounds(lo, hi, self.shard.rank, self.shard.world)
             if order is None:
                 yield tuple(t[lo:hi] for t in self.tensors)
             else:
@@ -287,6 +291,7 @@ def fit(
     seed: int | None = None,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     plate: str = "data",
+    distributed: bool = False,
 ) -> FitResult:
     """Fit a Pyro model and guide by stochastic variational inference on minibatches.
 
@@ -330,6 +335,13 @@ def fit(
         transform: Applied to the first tensor of every training batch (e.g.
             :class:`pyrovi.data.DynamicBinarization`).
         plate: Name of the per-datapoint plate.
+        distributed: Data-parallel training over the processes of ``torch.distributed`` (see
+            :mod:`pyrovi.infer.distributed`): every process calls ``fit`` with the same
+            arguments and data; ``batch_size`` is the global batch, split across processes;
+            gradients are averaged in one all-reduce, so the result equals a single process's
+            with the same ``batch_size``. Initializes the process group from torchrun's
+            environment when needed. Only rank 0 shows progress and writes checkpoints. With a
+            ``DataLoader``, give it a ``DistributedSampler`` (``set_epoch`` is called).
 
     Returns:
         A :class:`FitResult`.
@@ -370,6 +382,12 @@ def fit(
 
     tensors_hint = None if isinstance(data, DataLoader) else _as_tensors(data, "data")
     device = _resolve_device(device, (model, guide), tensors_hint)
+    shard: DistributedContext | None = None
+    if distributed:
+        init_distributed(device=device)
+        shard = DistributedContext.from_process_group()
+        if seed is not None:
+            pyro.set_rng_seed(seed + shard.rank)  # own Monte Carlo noise per process
     for fn in (model, guide):
         if isinstance(fn, nn.Module):
             fn.to(device)
@@ -388,7 +406,13 @@ def fit(
 
     beta = float(getattr(model, "beta", 1.0))
     generator = torch.Generator()
-    generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+    shuffle_seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
+    if shard is not None:
+        shuffle_seed = shard.broadcast_int(shuffle_seed, device)  # one permutation for all
+        for batches in (train, val):
+            if batches is not None:
+                batches.shard = shard
+    generator.manual_seed(shuffle_seed)
     data_scaler = DataScaleMessenger(1.0, plate)
     latent_scaler = LatentScaleMessenger(1.0)
 
@@ -404,6 +428,9 @@ def fit(
     params = _collect_parameters(model, guide, param_capture.trace)
     if not params:
         raise ValueError("model and guide have no trainable parameters")
+    param_list = list(params.values())
+    if shard is not None:
+        shard.broadcast_parameters(param_list)
     opt = _make_optimizer(optimizer, list(params.values()), lr)
 
     result = FitResult(history={"train_elbo": [], "epoch_time": []})
@@ -441,7 +468,8 @@ def fit(
     registration_context = (
         skip_param_registration if isinstance(loss, FastTrace_ELBO) else contextlib.nullcontext
     )
-    show = progress and sys.stderr.isatty()
+    show = progress and sys.stderr.isatty() and (shard is None or shard.is_main)
+    writes = shard is None or shard.is_main
     steps_per_epoch = len(train)
     step_times: list[float] = []
     t_total = time.perf_counter()
@@ -456,6 +484,9 @@ def fit(
             batch_bar = tqdm(
                 total=steps_per_epoch, desc=f"epoch {epoch + 1}", leave=False, disable=not show
             )
+            sampler = getattr(train.loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
             with pyro.validation_enabled(False), registration_context():
                 for step, batch in enumerate(train.iterate(generator)):
                     t_step = time.perf_counter()
@@ -468,7 +499,12 @@ def fit(
                         weight *= float(schedule(epoch + step / steps_per_epoch))
                     latent_scaler.factor = weight
                     opt.zero_grad(set_to_none=True)
-                    value = _scaled_step(loss, model, guide, batch, data_scaler, latent_scaler)
+                    if b:
+                        value = _scaled_step(loss, model, guide, batch, data_scaler, latent_scaler)
+                    else:  # an empty shard (global batch smaller than the number of processes)
+                        value = 0.0
+                    if shard is not None:
+                        value = shard.reduce_step(param_list, value, b)
                     if not math.isfinite(value):
                         where = f"; last good checkpoint: {ckpt_path}" if ckpt_path else ""
                         raise TrainingDivergedError(
@@ -476,7 +512,7 @@ def fit(
                             f"stopped before the parameters were updated{where}"
                         )
                     if clip_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(list(params.values()), clip_norm)
+                        torch.nn.utils.clip_grad_norm_(param_list, clip_norm)
                     opt.step()
                     result.steps += 1
                     total += value
@@ -490,7 +526,7 @@ def fit(
             criterion = result.history["train_elbo"][-1]
             if val is not None:
                 t_eval = time.perf_counter()
-                criterion = _validation_elbo(model, guide, loss, val, data_scaler)
+                criterion = _validation_elbo(model, guide, loss, val, data_scaler, shard)
                 eval_s += time.perf_counter() - t_eval
                 result.history["val_elbo"].append(criterion)
             result.history["epoch_time"].append(time.perf_counter() - t_epoch)
@@ -499,7 +535,7 @@ def fit(
             if is_best:
                 result.best_epoch, result.best_elbo = epoch + 1, criterion
                 result.best_state = _snapshot(params)
-            if ckpt_path is not None:
+            if ckpt_path is not None and writes:
                 state = {
                     "epoch": epoch + 1,
                     "params": _snapshot(params),
@@ -558,16 +594,27 @@ def _scaled_step(
 
 
 def _validation_elbo(
-    model: Callable, guide: Callable, loss: ELBO, val: _Batches, scaler: DataScaleMessenger
+    model: Callable,
+    guide: Callable,
+    loss: ELBO,
+    val: _Batches,
+    scaler: DataScaleMessenger,
+    shard: DistributedContext | None = None,
 ) -> float:
     """ELBO per validation datapoint (β = 1, no annealing), averaged over batches."""
     total, count = 0.0, 0
     with torch.no_grad(), pyro.validation_enabled(False), skip_param_registration():
         for batch in val.iterate(None):
-            scaler.factor = val.n / batch[0].shape[0]
+            b = batch[0].shape[0]
+            if not b:
+                continue
+            scaler.factor = val.n / b
             with scaler:
-                total += loss.loss(model, guide, *batch)
-            count += 1
+                # weighted by the batch size, so that shards of a global batch add up
+                total += loss.loss(model, guide, *batch) * b
+            count += b
+    if shard is not None:
+        total, count = shard.sum_floats([total, float(count)], val.device)
     return -total / count / val.n
 
 

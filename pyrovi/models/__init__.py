@@ -2,6 +2,7 @@
 
 from pyrovi.models.cvae import ConditionalVAE
 from pyrovi.models.flow_density import FlowDensity
+from pyrovi.models.latent_sde import LatentSDE
 from pyrovi.models.vae import VAE
 
-__all__ = ["VAE", "ConditionalVAE", "FlowDensity"]
+__all__ = ["VAE", "ConditionalVAE", "FlowDensity", "LatentSDE"]

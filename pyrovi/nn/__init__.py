@@ -3,6 +3,7 @@
 from pyrovi.nn.conv import ConvDecoder, ConvEncoder
 from pyrovi.nn.mlp import MLP
 from pyrovi.nn.registration import skip_param_registration, submodule
+from pyrovi.nn.sde_nets import ContextDrift, DiagonalDiffusion, DriftMLP, OUDrift, SeriesEncoder
 
 __all__ = [
     "MLP",
@@ -10,4 +11,9 @@ __all__ = [
     "ConvDecoder",
     "skip_param_registration",
     "submodule",
+    "DriftMLP",
+    "OUDrift",
+    "DiagonalDiffusion",
+    "ContextDrift",
+    "SeriesEncoder",
 ]

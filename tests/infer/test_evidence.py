@@ -79,6 +79,7 @@ def test_trained_amortized_normal_reaches_exact_evidence(ppca, device):
 
 def test_global_latent_is_rejected_with_a_clear_error():
     import pyro
+    import pyro
     import pyro.distributions as dist
 
     def model(x):
@@ -103,3 +104,22 @@ def test_global_latent_is_rejected_with_a_clear_error():
 def test_bad_arguments(ppca, kwargs, match):
     with pytest.raises(ValueError, match=match):
         log_marginal_likelihood(ppca.model, ppca.exact_guide, ppca.sample(3), **kwargs)
+
+
+def test_deterministic_sites_outside_the_plate_are_ignored():
+    import pyro
+    import pyro.distributions as dist
+
+    def model(x):
+        z_bar = pyro.deterministic("zbar", torch.zeros(()))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z + z_bar, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    x = torch.randn(4)
+    lw = log_importance_weights(model, guide, x, num_samples=3)
+    assert lw.shape == (3, 4) and torch.isfinite(lw).all()

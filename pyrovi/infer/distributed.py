@@ -1,0 +1,177 @@
+"""Data-parallel SVI on ``torch.distributed``: what :func:`pyrovi.infer.fit` uses with
+``distributed=True``.
+
+Every process holds the same model, guide and data set and runs ``fit`` with the same arguments
+(launched by ``torchrun``, or by ``torch.multiprocessing`` after ``init_process_group``). Each
+optimizer step takes one *global* minibatch of ``batch_size`` datapoints, the same on every
+process (one shared shuffling seed), and splits it into contiguous shards of near-equal size, one
+per process. Each process computes the ELBO gradient of its shard with the per-datapoint terms
+scaled by ``N / b_r`` (``b_r`` its shard size) and the global terms unscaled; the gradients are
+then averaged with weights ``b_r / Σ b`` in a single all-reduce (one flat buffer, the loss value
+packed in it). That weighted average is exactly the gradient a single process computes on the
+whole global batch, so training is the same as ``fit`` on one process with the same
+``batch_size`` — up to floating point and to the Monte Carlo noise, which each process draws
+from its own stream (``seed + rank``).
+
+Parameters are broadcast from rank 0 after the first pass, so every process starts from the same
+values; optimizer states stay equal because the reduced gradients are. Only rank 0 shows progress
+bars and writes checkpoints. A collective that fails (a peer died, the timeout passed) raises
+:class:`DistributedError` naming the rank; checkpoints are written atomically, so the last one
+on disk stays loadable.
+
+Backends: NCCL for CUDA tensors, gloo on CPU (chosen from the device when ``fit`` initializes the
+process group itself from torchrun's environment variables).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "DistributedError",
+    "DistributedContext",
+    "init_distributed",
+    "shard_bounds",
+]
+
+
+class DistributedError(RuntimeError):
+    """A collective operation failed: another process died or the timeout passed."""
+
+
+def shard_bounds(lo: int, hi: int, rank: int, world: int) -> tuple[int, int]:
+    """The part ``[a, b)`` of ``[lo, hi)`` that process ``rank`` of ``world`` takes.
+
+    Contiguous shards whose sizes differ by at most one, in rank order.
+    """
+    n = hi - lo
+    return lo + n * rank // world, lo + n * (rank + 1) // world
+
+
+def init_distributed(
+    backend: str | None = None, timeout_s: float = 300.0, device: torch.device | None = None
+) -> None:
+    """Initialize the default process group from torchrun's environment, if not yet done.
+
+    Args:
+        backend: ``"nccl"`` or ``"gloo"`` (default: NCCL for a CUDA ``device``, else gloo).
+        timeout_s: Seconds a collective waits for the other processes before failing.
+        device: The training device (picks the default backend).
+
+    Raises:
+        RuntimeError: If torch.distributed is unavailable, or the environment lacks
+            ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` (not launched by torchrun).
+    """
+    if not dist.is_available():
+        raise RuntimeError("distributed=True needs a torch build with torch.distributed")
+    if dist.is_initialized():
+        return
+    missing = [
+        k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ
+    ]
+    if missing:
+        raise RuntimeError(
+            f"distributed=True: no process group is initialized and the environment lacks "
+            f"{missing}; launch with `torchrun --nproc_per_node=N script.py` or call "
+            "torch.distributed.init_process_group first"
+        )
+    if backend is None:
+        backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+
+
+@dataclass
+class DistributedContext:
+    """Rank, world size and the collectives ``fit`` needs."""
+
+    rank: int
+    world: int
+
+    @classmethod
+    def from_process_group(cls) -> DistributedContext:
+        """The context of the initialized default process group."""
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0 (progress bars, checkpoints, logging)."""
+        return self.rank == 0
+
+    def _fail(self, what: str, err: Exception) -> DistributedError:
+        return DistributedError(
+            f"rank {self.rank}/{self.world}: {what} failed ({err}); another process probably "
+            "died or the timeout passed"
+        )
+
+    def broadcast_parameters(self, params: Iterable[torch.Tensor]) -> None:
+        """Copy rank 0's values into every process's ``params``."""
+        try:
+            with torch.no_grad():
+                for p in params:
+                    dist.broadcast(p.data, src=0)
+        except RuntimeError as err:
+            raise self._fail("broadcasting the parameters", err) from err
+
+    def broadcast_int(self, value: int, device: torch.device) -> int:
+        """Rank 0's ``value`` on every process."""
+        t = torch.tensor([value], dtype=torch.int64, device=device)
+        try:
+            dist.broadcast(t, src=0)
+        except RuntimeError as err:
+            raise self._fail("broadcasting the shuffling seed", err) from err
+        return int(t.item())
+
+    def reduce_step(self, params: list[torch.Tensor], loss: float, size: int) -> float:
+        """Average the gradients (weights ``size / Σ size``) in place; returns the combined loss.
+
+        Args:
+            params: Parameters whose ``.grad`` holds this process's shard gradient (``None``
+                counts as zero).
+            loss: This process's loss estimate for the step (scaled to the full data set).
+            size: Datapoints in this process's shard (0 allowed).
+        """
+        ref = params[0]
+        grads = [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params
+        ]
+        flat = torch.cat([*grads, torch.tensor([loss, 1.0], dtype=ref.dtype, device=ref.device)])
+        flat.mul_(float(size))
+        try:
+            dist.all_reduce(flat)
+        except RuntimeError as err:
+            raise self._fail("the gradient all-reduce", err) from err
+        total = float(flat[-1])
+        if total > 0:
+            flat.div_(total)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            g = flat[offset : offset + n].view_as(p)
+            if p.grad is None:
+                p.grad = g.clone()
+            else:
+                p.grad.copy_(g)
+            offset += n
+        return float(flat[-2])
+
+    def sum_floats(self, values: list[float], device: torch.device) -> list[float]:
+        """Element-wise sum over processes."""
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        try:
+            dist.all_reduce(t)
+        except RuntimeError as err:
+            raise self._fail("an all-reduce of the metrics", err) from err
+        return t.tolist()
+
+    def barrier(self) -> None:
+        """Wait for every process."""
+        try:
+            dist.barrier()
+        except RuntimeError as err:
+            raise self._fail("a barrier", err) from err
