@@ -92,6 +92,9 @@ class TorchsdeLatentSDE(torch.nn.Module):
 
 
 def make_pair(times, seed):
+    # module-local PyroParams: several LatentSDE instances live at once here, and with Pyro's
+    # global param store they would share (and silently overwrite) z0_loc / z0_scale
+    pyro.settings.set(module_local_params=True)
     pyro.set_rng_seed(seed)
     model = LatentSDE(3, times, latent_dim=4, hidden=128, substeps=2)
     guide = PosteriorSDE(model, context_dim=64, hidden=128)

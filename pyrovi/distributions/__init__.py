@@ -8,6 +8,7 @@ broken on current torch (``LULinear``). ``EulerMaruyama`` makes discretized SDE 
 
 from pyrovi.distributions import transforms
 from pyrovi.distributions.elementwise_affine import ElementwiseAffine
+from pyrovi.distributions.feynman_kac import ACTION_ESTIMATORS, FeynmanKac
 from pyrovi.distributions.flow import NFlowsDistribution
 from pyrovi.distributions.flow_layers import FLOW_KINDS, flow_layers
 from pyrovi.distributions.sde import KL_ESTIMATORS, SOLVERS, EulerMaruyama
@@ -21,4 +22,6 @@ __all__ = [
     "EulerMaruyama",
     "KL_ESTIMATORS",
     "SOLVERS",
+    "FeynmanKac",
+    "ACTION_ESTIMATORS",
 ]

@@ -1,18 +1,29 @@
 """Inference: the SVI training loop, evidence estimates, scaling handlers."""
 
+from pyrovi.infer.abc import ABCResult, abc_rejection
+from pyrovi.infer.ais import AISResult, ais_schedule, annealed_importance_sampling
+from pyrovi.infer.calibration import SBCResult, c2st, plot_sbc_ranks, sbc_ranks, sbc_uniformity
 from pyrovi.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyrovi.infer.distributed import DistributedError, init_distributed
 from pyrovi.infer.evidence import elbo, log_importance_weights, log_marginal_likelihood
 from pyrovi.infer.fit import FitResult, TrainingDivergedError, fit, load_into
+from pyrovi.infer.free_bits import FreeBitsELBO
 from pyrovi.infer.handlers import data_scale, latent_scale
 from pyrovi.infer.losses import FastTrace_ELBO
+from pyrovi.infer.npe import NPE, NPEPosterior, NPETrainResult, simulate
 
 __all__ = [
+    "DistributedError",
+    "init_distributed",
     "fit",
     "FitResult",
     "TrainingDivergedError",
     "load_into",
     "FastTrace_ELBO",
+    "FreeBitsELBO",
+    "annealed_importance_sampling",
+    "ais_schedule",
+    "AISResult",
     "elbo",
     "log_marginal_likelihood",
     "log_importance_weights",
@@ -20,6 +31,15 @@ __all__ = [
     "latent_scale",
     "save_checkpoint",
     "load_checkpoint",
-    "DistributedError",
-    "init_distributed",
+    "NPE",
+    "NPEPosterior",
+    "NPETrainResult",
+    "simulate",
+    "abc_rejection",
+    "ABCResult",
+    "sbc_ranks",
+    "sbc_uniformity",
+    "plot_sbc_ranks",
+    "c2st",
+    "SBCResult",
 ]

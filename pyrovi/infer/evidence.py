@@ -76,6 +76,11 @@ def _is_deterministic(site: dict[str, Any]) -> bool:
     return bool(site.get("infer", {}).get("_deterministic"))
 
 
+def _is_auxiliary(site: dict[str, Any]) -> bool:
+    """Auxiliary guide sites (``infer={"is_auxiliary": True}``) are not latents of the model."""
+    return bool(site.get("infer", {}).get("is_auxiliary"))
+
+
 def _chunks(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
@@ -97,7 +102,7 @@ def _log_weights_batch(
         if not _is_deterministic(site):
             log_w = log_w + _per_datapoint(site, nesting, plate)
     for site in recorder.sites.values():
-        if not site["is_observed"] and not _is_deterministic(site):
+        if not site["is_observed"] and not _is_deterministic(site) and not _is_auxiliary(site):
             log_w = log_w - _per_datapoint(site, nesting, plate)
     if not isinstance(log_w, torch.Tensor):
         return args[0].new_zeros((k, batch), dtype=torch.get_default_dtype())

@@ -1,8 +1,57 @@
 """Generative models written as Pyro model functions (``PyroModule`` s)."""
 
+from pyrovi.models import hamiltonians
 from pyrovi.models.cvae import ConditionalVAE
+from pyrovi.models.ddpm import DDPM
 from pyrovi.models.flow_density import FlowDensity
+from pyrovi.models.forward_sde import ForwardSDE
+from pyrovi.models.ground_state import (
+    EnergyEstimate,
+    GroundState,
+    richardson,
+    train_ground_state,
+)
+from pyrovi.models.hamiltonians import Hamiltonian
+from pyrovi.models.hierarchical_vae import HierarchicalVAE
 from pyrovi.models.latent_sde import LatentSDE
+from pyrovi.models.markov_chain import MarkovChainVAE
+from pyrovi.models.rbm import RBM, RBMTrainResult, train_rbm
+from pyrovi.models.simulators import (
+    RICKER_TRUTH,
+    GaussianLinear,
+    RickerModel,
+    WoodSummary,
+    simulate_ricker_at,
+    wood_summaries,
+)
 from pyrovi.models.vae import VAE
+from pyrovi.models.vqvae import VQVAE, Codebook, CodebookCategorical
 
-__all__ = ["VAE", "ConditionalVAE", "FlowDensity", "LatentSDE"]
+__all__ = [
+    "VAE",
+    "HierarchicalVAE",
+    "VQVAE",
+    "Codebook",
+    "CodebookCategorical",
+    "RBM",
+    "RBMTrainResult",
+    "train_rbm",
+    "ConditionalVAE",
+    "FlowDensity",
+    "LatentSDE",
+    "MarkovChainVAE",
+    "DDPM",
+    "ForwardSDE",
+    "GroundState",
+    "EnergyEstimate",
+    "richardson",
+    "train_ground_state",
+    "Hamiltonian",
+    "hamiltonians",
+    "RickerModel",
+    "GaussianLinear",
+    "WoodSummary",
+    "wood_summaries",
+    "simulate_ricker_at",
+    "RICKER_TRUTH",
+]

@@ -1,7 +1,21 @@
 """Network building blocks (plain ``torch.nn`` modules)."""
 
 from pyrovi.nn.conv import ConvDecoder, ConvEncoder
+from pyrovi.nn.embedding import (
+    SeriesConvEmbedding,
+    SeriesGRUEmbedding,
+    Standardize,
+    embedding_net,
+)
 from pyrovi.nn.mlp import MLP
+from pyrovi.nn.quantum_drifts import (
+    CoulombCusp,
+    CoulombFeatures,
+    EquivariantDrift,
+    HarmonicSkip,
+    ResNetDrift,
+    drift_for,
+)
 from pyrovi.nn.registration import skip_param_registration, submodule
 from pyrovi.nn.sde_nets import ContextDrift, DiagonalDiffusion, DriftMLP, OUDrift, SeriesEncoder
 
@@ -16,4 +30,14 @@ __all__ = [
     "DiagonalDiffusion",
     "ContextDrift",
     "SeriesEncoder",
+    "ResNetDrift",
+    "EquivariantDrift",
+    "CoulombCusp",
+    "CoulombFeatures",
+    "HarmonicSkip",
+    "drift_for",
+    "Standardize",
+    "SeriesConvEmbedding",
+    "SeriesGRUEmbedding",
+    "embedding_net",
 ]

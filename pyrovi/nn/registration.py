@@ -16,7 +16,7 @@ from contextvars import ContextVar
 
 from torch import nn
 
-__all__ = ["skip_param_registration", "submodule"]
+__all__ = ["skip_param_registration", "registration_skipped", "submodule"]
 
 _SKIP: ContextVar[bool] = ContextVar("pyrovi_skip_param_registration", default=False)
 
@@ -29,6 +29,11 @@ def skip_param_registration() -> Iterator[None]:
         yield
     finally:
         _SKIP.reset(token)
+
+
+def registration_skipped() -> bool:
+    """True inside :func:`skip_param_registration` (for code that calls ``pyro.module`` itself)."""
+    return _SKIP.get()
 
 
 def submodule(module: nn.Module, name: str) -> nn.Module:

@@ -79,7 +79,6 @@ def test_trained_amortized_normal_reaches_exact_evidence(ppca, device):
 
 def test_global_latent_is_rejected_with_a_clear_error():
     import pyro
-    import pyro
     import pyro.distributions as dist
 
     def model(x):

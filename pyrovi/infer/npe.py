@@ -1,0 +1,658 @@
+"""Neural posterior estimation (NPE): amortized simulation-based inference with conditional flows.
+
+A conditional normalizing flow ``q_φ(θ | y)`` is fitted by maximizing ``Σ log q_φ(θ_i | y_i)``
+over pairs ``(θ_i, y_i) ~ p(θ) p(y | θ)`` simulated from a Pyro model; that maximizes
+``E_{p(y)}[−KL(p(θ | y) ‖ q_φ(θ | y))]`` up to a constant, so ``q_φ(θ | y_o)`` approximates the
+posterior of any data set ``y_o`` in one forward pass (Papamakarios & Murray 2016; Greenberg et
+al. 2019).
+
+Training uses its own short loop on ``flow.log_prob`` rather than :func:`pyrovi.infer.fit`: NPE
+needs early stopping on a validation split with the best parameters restored (``fit`` records the
+best epoch but trains all epochs), and its per-step Pyro tracing would be pure overhead for a
+model whose only site is observed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from nflows.distributions import StandardNormal
+from nflows.flows import Flow
+from nflows.transforms import CompositeTransform
+from pyro.distributions import constraints
+from pyro.distributions.transforms import AffineTransform
+from pyro.infer import Predictive
+from torch import nn
+from torch.distributions import biject_to
+from torch.distributions.transforms import Transform
+from tqdm.auto import tqdm
+
+from pyrovi.distributions import NFlowsDistribution
+from pyrovi.distributions.elementwise_affine import ElementwiseAffine
+from pyrovi.distributions.flow_layers import FLOW_KINDS, flow_layers
+from pyrovi.infer.checkpoint import load_checkpoint, save_checkpoint
+from pyrovi.nn.embedding import Standardize, embedding_net
+
+__all__ = ["NPE", "NPEPosterior", "NPETrainResult", "simulate", "ConstrainTransform"]
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- simulation
+
+
+def simulate(
+    model: Callable,
+    params: Sequence[str],
+    observed: str,
+    num_simulations: int,
+    *,
+    batch_size: int = 1000,
+    model_args: tuple = (),
+    model_kwargs: dict | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``(θ, y) ~ p(θ) p(y | θ)`` from a Pyro model with ``Predictive`` in vectorized batches.
+
+    Args:
+        model: Pyro model; called as ``model(*model_args, **model_kwargs)`` with the observed site
+            unconditioned. Runs on the device of its tensors (move a ``PyroModule`` with ``.to``).
+        params: Names of the parameter sites. Each must have event shape ``()`` or ``(k,)``.
+        observed: Name of the observed (simulated-data) site.
+        num_simulations: N.
+        batch_size: Simulations per ``Predictive(..., parallel=True)`` call.
+        model_args: Positional arguments of the model.
+        model_kwargs: Keyword arguments of the model.
+
+    Returns:
+        ``theta`` of shape ``(N, D)`` (the parameter sites flattened and concatenated in the order
+        of ``params``) and ``y`` of shape ``(N,) + data shape``.
+    """
+    num_simulations = _positive_int("num_simulations", num_simulations)
+    batch_size = _positive_int("batch_size", batch_size)
+    kwargs = model_kwargs or {}
+    sites = [*params, observed]
+    thetas, ys = [], []
+    done = 0
+    while done < num_simulations:
+        b = min(batch_size, num_simulations - done)
+        out = Predictive(model, num_samples=b, parallel=True, return_sites=sites)(
+            *model_args, **kwargs
+        )
+        missing = [s for s in sites if s not in out]
+        if missing:
+            raise ValueError(f"model has no sample sites {missing} (params/observed)")
+        thetas.append(torch.cat([out[p].reshape(b, -1) for p in params], -1))
+        ys.append(out[observed])
+        done += b
+    return torch.cat(thetas), torch.cat(ys)
+
+
+# --------------------------------------------------------------------------- constrained space
+
+
+class _StackedSupport(constraints.Constraint):
+    """The product of per-slice supports of a concatenated parameter vector."""
+
+    event_dim = 1
+
+    def __init__(self, supports: Sequence[constraints.Constraint], sizes: Sequence[int]) -> None:
+        self.supports, self.sizes = list(supports), list(sizes)
+        super().__init__()
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ok = []
+        for support, part in zip(self.supports, value.split(self.sizes, -1), strict=True):
+            c = support.check(part)
+            ok.append(c.reshape(*part.shape[:-1], -1).all(-1) if c.dim() == part.dim() else c)
+        return torch.stack(ok, -1).all(-1)
+
+
+class ConstrainTransform(Transform):
+    """Maps a concatenated unconstrained vector to the parameters' supports, slice by slice.
+
+    Slice ``i`` (``sizes[i]`` entries) goes through ``biject_to(supports[i])``; the log-det is
+    summed over the vector (``event_dim = 1``).
+
+    Args:
+        supports: Support of each parameter site.
+        sizes: Number of entries of each site.
+    """
+
+    bijective = True
+    domain = constraints.real_vector
+
+    def __init__(self, supports: Sequence[constraints.Constraint], sizes: Sequence[int]) -> None:
+        super().__init__(cache_size=1)
+        self.supports, self.sizes = list(supports), [int(s) for s in sizes]
+        self.transforms = [biject_to(s) for s in self.supports]
+        self._codomain = _StackedSupport(self.supports, self.sizes)
+
+    @constraints.dependent_property(is_discrete=False, event_dim=1)
+    def codomain(self) -> constraints.Constraint:  # noqa: D102
+        return self._codomain
+
+    def _call(self, u: torch.Tensor) -> torch.Tensor:
+        parts = u.split(self.sizes, -1)
+        return torch.cat([t(p) for t, p in zip(self.transforms, parts, strict=True)], -1)
+
+    def _inverse(self, x: torch.Tensor) -> torch.Tensor:
+        parts = x.split(self.sizes, -1)
+        return torch.cat([t.inv(p) for t, p in zip(self.transforms, parts, strict=True)], -1)
+
+    def log_abs_det_jacobian(self, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        total = torch.zeros(u.shape[:-1], dtype=u.dtype, device=u.device)
+        for t, a, b in zip(
+            self.transforms, u.split(self.sizes, -1), x.split(self.sizes, -1), strict=True
+        ):
+            ld = t.log_abs_det_jacobian(a, b)
+            if ld.dim() == a.dim():
+                ld = ld.sum(-1)
+            total = total + ld
+        return total
+
+    def with_cache(self, cache_size: int = 1) -> ConstrainTransform:  # noqa: D102
+        return (
+            self
+            if cache_size == self._cache_size
+            else ConstrainTransform(self.supports, self.sizes)
+        )
+
+
+class NPEPosterior(dist.TransformedDistribution):
+    """``q(θ | y)`` in the constrained parameter space.
+
+    An :class:`~pyrovi.distributions.NFlowsDistribution` over the standardized unconstrained
+    parameters (``base_dist``), followed by the inverse standardization (an affine map) and
+    :class:`ConstrainTransform`; ``log_prob`` includes both log-determinants. Event shape
+    ``(D,)``: the parameter sites flattened and concatenated in the order of ``names``.
+
+    Attributes:
+        names: Parameter site names.
+        sizes: Number of entries of each site in the concatenated vector.
+    """
+
+    def __init__(
+        self, base: NFlowsDistribution, transforms: list, names: Sequence[str], sizes: Sequence[int]
+    ) -> None:
+        super().__init__(base, transforms)
+        self.names, self.sizes = list(names), list(sizes)
+
+    def sample_and_log_prob(
+        self, sample_shape: torch.Size | tuple = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples ``sample_shape + batch_shape + (D,)`` and their log-density, in one flow pass."""
+        with torch.no_grad():
+            u, log_p = self.base_dist.sample_and_log_prob(sample_shape)
+            x = u
+            for t in self.transforms:
+                y = t(x)
+                log_p = log_p - t.log_abs_det_jacobian(x, y)
+                x = y
+        return x, log_p
+
+    def split(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{name: values}`` from a concatenated ``(..., D)`` tensor (1-entry sites squeezed)."""
+        parts = theta.split(self.sizes, -1)
+        return {
+            n: (p.squeeze(-1) if s == 1 else p)
+            for n, p, s in zip(self.names, parts, self.sizes, strict=True)
+        }
+
+
+# --------------------------------------------------------------------------- training result
+
+
+@dataclass
+class NPETrainResult:
+    """What :meth:`NPE.train` returns.
+
+    Attributes:
+        history: Per-epoch ``train_loss`` and ``val_loss`` (mean ``−log q(u | y)`` of the
+            standardized unconstrained parameters, nats).
+        epochs: Epochs run.
+        best_epoch: Epoch (1-based) with the lowest validation loss (its parameters are kept).
+        best_val_loss: That loss.
+        num_simulations: Simulations used (after dropping non-finite ones).
+        num_dropped: Simulations dropped for non-finite parameters or summaries.
+        timings: ``simulation_s``, ``summary_s``, ``train_s`` (wall seconds).
+    """
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epochs: int = 0
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    num_simulations: int = 0
+    num_dropped: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- NPE
+
+
+class NPE:
+    """Neural posterior estimation for a Pyro simulator model.
+
+    The pipeline is ``y -> summary(y) -> standardize -> embedding net -> context`` and
+    ``θ -> biject_to(support)^{-1} -> standardize -> conditional flow``. The summary (a fixed
+    function such as :class:`~pyrovi.models.simulators.WoodSummary`) is optional; the embedding
+    net (an MLP on a feature vector, a 1-D conv or GRU on a raw series, or any module) is trained
+    jointly with the flow. The flow is ``flow_layers(flow, D, ...)``, optionally followed by a
+    conditional elementwise affine layer (``affine=True``; off by default: on the Gaussian linear
+    task it made C2ST worse at 10³ and 10⁴ simulations, see ``benchmarks/npe_gaussian.py``).
+
+    Args:
+        model: Pyro model function (or ``PyroModule``) sampling the parameter sites and the observed
+            site; called with no arguments for simulation (``model_args`` otherwise).
+        params: Names of the parameter sites (event shape ``()`` or ``(k,)``).
+        observed: Name of the observed site.
+        summary: Optional fixed map ``(..., *data shape) -> (..., S)``; default: the data itself,
+            which must then be a vector ``(S,)`` per simulation.
+        embedding: ``"mlp"``, ``"conv"``, ``"gru"``, ``"identity"`` or an ``nn.Module`` on
+            ``(batch, S)``.
+        embedding_features: Output width of a named embedding net.
+        embedding_hidden: Hidden width of a named embedding net.
+        flow: Flow kind from :data:`~pyrovi.distributions.flow_layers.FLOW_KINDS` (``"maf"`` or
+            ``"nsf"`` for NPE: both evaluate ``log q`` in one pass per layer).
+        num_layers: Flow layers.
+        hidden_features: Width of the flow's conditioner networks.
+        num_bins: Spline bins (``nsf``).
+        affine: Add a conditional elementwise affine layer (shift and scale linear in the
+            embedded context) between the base noise and the flow layers.
+        device: Device for simulation and training (default: the model's, else CPU).
+        model_args: Positional arguments for ``model``.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        params: Sequence[str],
+        observed: str,
+        *,
+        summary: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        embedding: str | nn.Module = "mlp",
+        embedding_features: int = 32,
+        embedding_hidden: int = 64,
+        flow: str = "maf",
+        num_layers: int = 5,
+        hidden_features: int = 50,
+        num_bins: int = 10,
+        affine: bool = False,
+        device: Any = None,
+        model_args: tuple = (),
+    ) -> None:
+        if not callable(model):
+            raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
+        if isinstance(params, str) or not params or not all(isinstance(p, str) for p in params):
+            raise ValueError(f"params must be a non-empty list of site names, got {params!r}")
+        if not isinstance(observed, str):
+            raise ValueError(f"observed must be a site name, got {observed!r}")
+        if flow not in FLOW_KINDS:
+            raise ValueError(f"flow must be one of {FLOW_KINDS}, got {flow!r}")
+        if summary is not None and not callable(summary):
+            raise ValueError(f"summary must be callable or None, got {summary!r}")
+        self.model, self.params, self.observed = model, list(params), observed
+        self.summary, self.model_args = summary, tuple(model_args)
+        self.device = torch.device(device) if device is not None else self._model_device()
+        if isinstance(model, nn.Module):
+            model.to(self.device)
+        if isinstance(summary, nn.Module):
+            summary.to(self.device)
+
+        with torch.no_grad(), pyro.poutine.block():
+            trace = pyro.poutine.trace(model).get_trace(*self.model_args)
+        missing = [
+            n
+            for n in [*self.params, observed]
+            if n not in trace.nodes or trace.nodes[n]["type"] != "sample"
+        ]
+        if missing:
+            raise ValueError(f"params/observed: the model has no sample sites {missing}")
+        self.supports, self.sizes = [], []
+        for name in self.params:
+            site = trace.nodes[name]
+            shape = site["value"].shape
+            if len(shape) > 1:
+                raise ValueError(
+                    f"params: site {name!r} has shape {tuple(shape)}; only () or (k,) are supported"
+                )
+            self.supports.append(site["fn"].support)
+            self.sizes.append(int(math.prod(shape)))
+        self.theta_dim = sum(self.sizes)
+        self.data_shape = tuple(trace.nodes[observed]["value"].shape)
+        s = self._summarize(trace.nodes[observed]["value"].unsqueeze(0).float())
+        if s.dim() != 2:
+            raise ValueError(
+                f"summary(y) must be a vector per simulation, got shape {tuple(s.shape[1:])} for "
+                f"data of shape {self.data_shape}; pass a summary function or flatten the data"
+            )
+        self.summary_dim = int(s.shape[-1])
+        self.config = {
+            "params": self.params,
+            "observed": observed,
+            "embedding": embedding if isinstance(embedding, str) else None,
+            "embedding_features": int(embedding_features),
+            "embedding_hidden": int(embedding_hidden),
+            "flow": flow,
+            "num_layers": _positive_int("num_layers", num_layers),
+            "hidden_features": _positive_int("hidden_features", hidden_features),
+            "num_bins": _positive_int("num_bins", num_bins),
+            "affine": bool(affine),
+        }
+        embed, context_dim = embedding_net(
+            embedding, self.summary_dim, int(embedding_features), int(embedding_hidden)
+        )
+        layers = flow_layers(
+            flow, self.theta_dim, num_layers, hidden_features, context_dim, num_bins=num_bins
+        )
+        if affine:
+            layers = CompositeTransform([layers, ElementwiseAffine(self.theta_dim, context_dim)])
+        self.net = nn.ModuleDict(
+            {
+                "flow": Flow(
+                    layers,
+                    StandardNormal([self.theta_dim]),
+                    nn.Sequential(Standardize((self.summary_dim,)), embed),
+                ),
+                "theta_standardize": Standardize((self.theta_dim,)),
+            }
+        ).to(self.device)
+        self.constrain = ConstrainTransform(self.supports, self.sizes)
+        self.trained = False
+
+    # ------------------------------------------------------------------ helpers
+
+    def _model_device(self) -> torch.device:
+        if isinstance(self.model, nn.Module):
+            for t in (*self.model.parameters(), *self.model.buffers()):
+                return t.device
+        return torch.device("cpu")
+
+    def _summarize(self, y: torch.Tensor) -> torch.Tensor:
+        s = y if self.summary is None else self.summary(y)
+        return s.to(torch.get_default_dtype()) if not s.is_floating_point() else s
+
+    def summarize(self, y: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
+        """``summary(y)`` for ``y`` of shape ``(N,) + data shape``, in chunks: ``(N, S)``."""
+        with torch.no_grad():
+            parts = [
+                self._summarize(y[i : i + batch_size].to(self.device))
+                for i in range(0, len(y), batch_size)
+            ]
+        return torch.cat(parts).float()
+
+    def unconstrain(self, theta: torch.Tensor) -> torch.Tensor:
+        """Constrained ``(..., D)`` parameters to unconstrained space (inverse ``biject_to``)."""
+        return self.constrain.inv(theta)
+
+    def simulate(
+        self, num_simulations: int, batch_size: int = 1000
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(θ, y)`` from the model's prior predictive: ``(N, D)`` and ``(N,) + data shape``."""
+        return simulate(
+            self.model,
+            self.params,
+            self.observed,
+            num_simulations,
+            batch_size=batch_size,
+            model_args=self.model_args,
+        )
+
+    # ------------------------------------------------------------------ training
+
+    def train(
+        self,
+        num_simulations: int | None = None,
+        *,
+        theta: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        simulation_batch_size: int = 1000,
+        validation_fraction: float = 0.1,
+        batch_size: int = 200,
+        lr: float = 5e-4,
+        max_epochs: int = 1000,
+        patience: int = 20,
+        clip_norm: float | None = 5.0,
+        progress: bool = True,
+        seed: int | None = None,
+    ) -> NPETrainResult:
+        """Simulate (or take) training pairs and fit the flow by maximum likelihood.
+
+        The pairs are split at random into training and validation sets; after each epoch the
+        validation loss ``−mean log q(u | y)`` is computed and training stops once it has not
+        improved for ``patience`` epochs; the parameters of the best epoch are restored. Calling
+        ``train`` again continues from the current parameters on new simulations (the
+        standardizations are refitted only on the first call).
+
+        Args:
+            num_simulations: Simulations to draw from the model (or pass ``theta`` and ``y``).
+            theta: Precomputed parameters ``(N, D)`` in the constrained space.
+            y: Precomputed data ``(N,) + data shape``.
+            simulation_batch_size: Simulations per ``Predictive`` call.
+            validation_fraction: Fraction held out for early stopping (at least one pair).
+            batch_size: Minibatch size.
+            lr: Adam learning rate.
+            max_epochs: Upper bound on epochs.
+            patience: Epochs without validation improvement before stopping.
+            clip_norm: Gradient-norm clipping (None: off).
+            progress: Show a tqdm bar (when stderr is a terminal).
+            seed: Seeds simulation, the split, initialization order and shuffling.
+
+        Returns:
+            :class:`NPETrainResult`.
+        """
+        if (theta is None) != (y is None):
+            raise ValueError("theta and y must be given together")
+        if theta is None and num_simulations is None:
+            raise ValueError("pass num_simulations, or theta and y")
+        if theta is not None and num_simulations is not None:
+            raise ValueError("pass either num_simulations or theta and y, not both")
+        if not 0.0 < validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction!r}")
+        batch_size = _positive_int("batch_size", batch_size)
+        max_epochs = _positive_int("max_epochs", max_epochs)
+        patience = _positive_int("patience", patience)
+        if not (isinstance(lr, int | float) and lr > 0):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        if seed is not None:
+            pyro.set_rng_seed(seed)
+        result = NPETrainResult(history={"train_loss": [], "val_loss": []})
+        t0 = time.perf_counter()
+        if theta is None:
+            theta, y = self.simulate(num_simulations, simulation_batch_size)
+        theta = theta.to(self.device)
+        if theta.dim() != 2 or theta.shape[-1] != self.theta_dim:
+            raise ValueError(
+                f"theta must have shape (N, {self.theta_dim}), got {tuple(theta.shape)}"
+            )
+        if tuple(y.shape[1:]) != self.data_shape or y.shape[0] != theta.shape[0]:
+            raise ValueError(
+                f"y must have shape ({theta.shape[0]}, *{self.data_shape}), got {tuple(y.shape)}"
+            )
+        result.timings["simulation_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        s = self.summarize(y)
+        u = self.unconstrain(theta.float())
+        ok = torch.isfinite(s).all(-1) & torch.isfinite(u).all(-1)
+        result.num_dropped = int((~ok).sum())
+        s, u = s[ok], u[ok]
+        n = s.shape[0]
+        if n < 2:
+            raise ValueError(f"need at least 2 simulations with finite summaries, got {n}")
+        result.num_simulations = n
+        result.timings["summary_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        generator = torch.Generator().manual_seed(
+            seed if seed is not None else int(torch.randint(2**62, ()).item())
+        )
+        perm = torch.randperm(n, generator=generator).to(self.device)
+        n_val = max(1, int(round(validation_fraction * n)))
+        val_idx, train_idx = perm[:n_val], perm[n_val:]
+        flow = self.net["flow"]
+        if not self.trained:
+            flow._embedding_net[0].fit(s[train_idx])
+            self.net["theta_standardize"].fit(u[train_idx])
+        z = self.net["theta_standardize"](u)
+        s_train, z_train, s_val, z_val = s[train_idx], z[train_idx], s[val_idx], z[val_idx]
+        opt = torch.optim.Adam(flow.parameters(), lr=lr)
+        best_state = {k: v.detach().clone() for k, v in flow.state_dict().items()}
+        best, since = math.inf, 0
+        show = progress and sys.stderr.isatty()
+        bar = tqdm(total=max_epochs, desc="NPE epochs", disable=not show, dynamic_ncols=True)
+        n_train = len(train_idx)
+        try:
+            for epoch in range(max_epochs):
+                flow.train()
+                order = torch.randperm(n_train, generator=generator).to(self.device)
+                total = 0.0
+                for i in range(0, n_train, batch_size):
+                    idx = order[i : i + batch_size]
+                    loss = -flow.log_prob(z_train[idx], context=s_train[idx]).mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if clip_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(flow.parameters(), clip_norm)
+                    opt.step()
+                    total += loss.item() * len(idx)
+                flow.eval()
+                with torch.no_grad():
+                    val = (
+                        -sum(
+                            float(
+                                flow.log_prob(
+                                    z_val[i : i + 4096], context=s_val[i : i + 4096]
+                                ).sum()
+                            )
+                            for i in range(0, n_val, 4096)
+                        )
+                        / n_val
+                    )
+                train_loss = total / n_train
+                if not math.isfinite(train_loss):
+                    raise FloatingPointError(
+                        f"NPE training loss is {train_loss} at epoch {epoch + 1}"
+                    )
+                result.history["train_loss"].append(train_loss)
+                result.history["val_loss"].append(val)
+                result.epochs = epoch + 1
+                if val < best:
+                    best, since = val, 0
+                    result.best_epoch, result.best_val_loss = epoch + 1, val
+                    best_state = {k: v.detach().clone() for k, v in flow.state_dict().items()}
+                else:
+                    since += 1
+                bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val:.3f}", best=f"{best:.3f}")
+                bar.update(1)
+                if since >= patience:
+                    break
+        finally:
+            bar.close()
+        flow.load_state_dict(best_state)
+        flow.eval()
+        self.trained = True
+        result.timings["train_s"] = time.perf_counter() - t0
+        return result
+
+    # ------------------------------------------------------------------ posterior
+
+    def posterior(self, y_obs: torch.Tensor) -> NPEPosterior:
+        """``q(θ | y_obs)`` over the constrained parameters (event shape ``(D,)``).
+
+        Args:
+            y_obs: One data set (the observed site's shape) or a batch ``(B,) + data shape``,
+                giving batch shape ``()`` or ``(B,)``.
+
+        Returns:
+            :class:`NPEPosterior` with ``sample``, ``log_prob`` and ``sample_and_log_prob``.
+        """
+        if not isinstance(y_obs, torch.Tensor):
+            raise TypeError(f"y_obs must be a tensor, got {type(y_obs).__name__}")
+        shape = tuple(y_obs.shape)
+        if shape == self.data_shape:
+            s = self.summarize(y_obs.unsqueeze(0)).squeeze(0)
+        elif shape[1:] == self.data_shape:
+            s = self.summarize(y_obs)
+        else:
+            raise ValueError(
+                f"y_obs must have shape {self.data_shape} or (B, *{self.data_shape}), got {shape}"
+            )
+        if not torch.isfinite(s).all():
+            raise ValueError("y_obs gives non-finite summary statistics")
+        std = self.net["theta_standardize"]
+        base = NFlowsDistribution(self.net["flow"], s, features=self.theta_dim)
+        affine = AffineTransform(std.mean, std.std, event_dim=1)
+        return NPEPosterior(base, [affine, self.constrain], self.params, self.sizes)
+
+    # ------------------------------------------------------------------ save / load
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the configuration and the networks' state (standardizations included)."""
+        save_checkpoint(
+            path,
+            {
+                "config": self.config,
+                "state": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+                "trained": self.trained,
+                "theta_dim": self.theta_dim,
+                "summary_dim": self.summary_dim,
+            },
+        )
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        model: Callable,
+        *,
+        summary: Callable | None = None,
+        embedding: nn.Module | None = None,
+        device: Any = None,
+        model_args: tuple = (),
+    ) -> NPE:
+        """Rebuild an :class:`NPE` saved by :meth:`save` for the same model.
+
+        Args:
+            path: File written by :meth:`save`.
+            model: The simulator model it was trained for.
+            summary: The same summary function, if one was used.
+            embedding: The embedding module, if a custom one was used (its weights are restored).
+            device: Device to load onto.
+            model_args: Model arguments.
+        """
+        state = load_checkpoint(path)
+        cfg = dict(state["config"])
+        if cfg["embedding"] is None and embedding is None:
+            raise ValueError("embedding: this NPE used a custom embedding module; pass it to load")
+        emb = embedding if embedding is not None else cfg["embedding"]
+        npe = cls(
+            model,
+            cfg.pop("params"),
+            cfg.pop("observed"),
+            summary=summary,
+            embedding=emb,
+            device=device,
+            model_args=model_args,
+            **{k: v for k, v in cfg.items() if k != "embedding"},
+        )
+        if npe.summary_dim != state["summary_dim"] or npe.theta_dim != state["theta_dim"]:
+            raise ValueError(
+                f"summary/model: saved for {state['theta_dim']} parameters and "
+                f"{state['summary_dim']} summaries, got {npe.theta_dim} and {npe.summary_dim}"
+            )
+        npe.net.load_state_dict(state["state"])
+        npe.net.eval()
+        npe.trained = bool(state["trained"])
+        return npe

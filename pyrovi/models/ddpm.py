@@ -1,0 +1,419 @@
+"""``DDPM``: denoising diffusion probabilistic models (Ho et al. 2020) as a Markov-chain VAE.
+
+A DDPM is the Markov-chain autoencoder of :mod:`pyrovi.models.markov_chain` whose backward
+(noising) chain is *fixed*: ``q(z_t | z_{t-1}) = N(√(1−β_t) z_{t-1}, β_t I)`` with ``z_0 = x``
+and a variance schedule ``β_1..β_T``, so that ``q(z_t | x) = N(√ᾱ_t x, (1−ᾱ_t) I)`` with
+``ᾱ_t = Π_{s≤t} (1−β_s)`` is known in closed form. Only the forward (generative) chain is learned:
+
+    p(z_T) = N(0, I),  p_θ(z_{t−1} | z_t) = N(μ_θ(z_t, t), σ_t² I),
+    p_θ(x | z_1) = N(μ_θ(z_1, 1), σ_1² I)
+
+with the ε-parametrization ``μ_θ = (z_t − β_t / √(1−ᾱ_t) ε_θ(z_t, t)) / √α_t``.
+
+Time indices follow Ho et al.: ``t = 1..T`` with ``z_0 = x`` and ``z_T`` the noise end (the
+reverse of :class:`~pyrovi.models.MarkovChainVAE`'s numbering, where the data is the last state).
+
+As a Pyro model/guide pair (sites ``"z_T"``, ..., ``"z_1"`` and the observed ``"x"`` inside
+``pyro.plate("data", B)``), :meth:`DDPM.guide` samples the noising chain *in the model's order*:
+``z_T ~ q(z_T | x)`` then ``z_{t−1} ~ q(z_{t−1} | z_t, x)``. ``Trace_ELBO`` then estimates the ELBO
+by Monte Carlo, and ``TraceMeanField_ELBO`` gives the usual decomposition with every step's KL in
+closed form, ``L_T + Σ_{t≥2} KL(q(z_{t−1}|z_t,x) ‖ p_θ(z_{t−1}|z_t)) − log p_θ(x|z_1)``.
+
+Without Pyro, :meth:`DDPM.loss` gives per-datapoint training losses with a random step per
+datapoint (``"elbo"``: an unbiased estimate of −ELBO; ``"simple"``: Ho et al.'s
+``‖ε − ε_θ‖²``; ``"hybrid"``: simple + λ·vlb with the mean detached in the vlb term, Nichol &
+Dhariwal 2021), :meth:`DDPM.nll_bound` the −ELBO summed over all steps (closed-form KLs), and
+:meth:`DDPM.bits_per_dim` that bound in bits per dimension.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+from torch import nn
+from torch.nn import functional as F
+
+from pyrovi.nn.registration import submodule
+
+__all__ = ["DDPM", "beta_schedule", "EpsilonMLP", "AffineEpsilon", "SCHEDULES", "VARIANCES"]
+
+SCHEDULES = ("linear", "cosine")
+#: Reverse-step variances: β_t, the posterior variance β̃_t (β_1 at t = 1) or learned per step.
+VARIANCES = ("beta", "posterior", "learned")
+LOSSES = ("elbo", "simple", "hybrid")
+#: Rows (steps × draws × datapoints) per network call in :meth:`DDPM.nll_bound`.
+NLL_CHUNK_ROWS = 1 << 18
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def beta_schedule(
+    schedule: str,
+    T: int,
+    *,
+    beta_start: float | None = None,
+    beta_end: float | None = None,
+    cosine_offset: float = 0.008,
+    max_beta: float = 0.999,
+) -> torch.Tensor:
+    """Noise variances ``β_1..β_T`` (float64, shape ``(T,)``).
+
+    Args:
+        schedule: ``"linear"`` (Ho et al.: β from ``beta_start`` to ``beta_end``, defaults
+            ``1e-4·1000/T`` and ``0.02·1000/T``, the T = 1000 schedule rescaled to T steps as in
+            Nichol & Dhariwal) or ``"cosine"`` (``ᾱ_t = f(t)/f(0)``,
+            ``f(t) = cos²((t/T + s)/(1 + s) · π/2)``, s = ``cosine_offset``).
+        T: Number of steps.
+        beta_start: First β of the linear schedule.
+        beta_end: Last β of the linear schedule.
+        cosine_offset: Offset s of the cosine schedule.
+        max_beta: Upper clip of every β (< 1).
+
+    Returns:
+        Tensor ``(T,)`` with ``0 < β_t ≤ max_beta``.
+    """
+    T = _positive_int("T", T)
+    if not 0 < max_beta < 1:
+        raise ValueError(f"max_beta must lie in (0, 1), got {max_beta!r}")
+    if schedule == "linear":
+        scale = 1000.0 / T
+        start = 1e-4 * scale if beta_start is None else float(beta_start)
+        end = 0.02 * scale if beta_end is None else float(beta_end)
+        if not 0 < start <= end:
+            raise ValueError(f"need 0 < beta_start <= beta_end, got {start!r} and {end!r}")
+        betas = torch.linspace(start, end, T, dtype=torch.float64)
+    elif schedule == "cosine":
+        if not cosine_offset >= 0:
+            raise ValueError(f"cosine_offset must be >= 0, got {cosine_offset!r}")
+        s = float(cosine_offset)
+        steps = torch.arange(T + 1, dtype=torch.float64) / T
+        f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+        alpha_bar = f / f[0]
+        betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
+    else:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    return betas.clamp(min=1e-8, max=max_beta)
+
+
+def _time_features(t: torch.Tensor, T: int, num: int) -> torch.Tensor:
+    """Sinusoidal features ``(..., 2 num)`` of the step ``t`` (integer tensor, 1..T)."""
+    freq = torch.exp(torch.linspace(0.0, math.log(200.0), num, device=t.device))
+    phase = (t.to(freq.dtype) / T).unsqueeze(-1) * freq
+    return torch.cat([phase.sin(), phase.cos()], dim=-1)
+
+
+class EpsilonMLP(nn.Module):
+    """Noise predictor ``ε_θ(z, t)``: an MLP on the state and sinusoidal step features.
+
+    ``forward(z, t)`` with ``z`` ``(..., d)`` and ``t`` an integer tensor broadcastable against
+    ``z[..., 0]`` (values 1..T) returns ``(..., d)``.
+
+    Args:
+        dim: Data dimension d.
+        T: Number of steps.
+        hidden: Hidden width.
+        depth: Number of hidden layers.
+        time_features: Sinusoid frequencies (the embedding has twice as many features).
+    """
+
+    def __init__(
+        self, dim: int, T: int, hidden: int = 128, depth: int = 3, time_features: int = 16
+    ) -> None:
+        super().__init__()
+        self.dim, self.T = _positive_int("dim", dim), _positive_int("T", T)
+        hidden, depth = _positive_int("hidden", hidden), _positive_int("depth", depth)
+        self.time_features = _positive_int("time_features", time_features)
+        self.inp = nn.Linear(dim + 2 * time_features, hidden)
+        self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth - 1))
+        self.out = nn.Linear(hidden, dim)
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        t = torch.as_tensor(t, device=z.device).expand(z.shape[:-1])
+        h = F.silu(self.inp(torch.cat([z, _time_features(t, self.T, self.time_features)], -1)))
+        for layer in self.layers:
+            h = h + F.silu(layer(h))
+        return self.out(h)
+
+
+class AffineEpsilon(nn.Module):
+    """Per-step affine noise predictor ``ε_θ(z, t) = w_t ⊙ z + b_t`` (diagonal weights).
+
+    For Gaussian data with a diagonal covariance every exact reverse conditional is Gaussian with
+    a mean affine in ``z_t``, so this family contains the optimal DDPM (a known-answer test).
+
+    Args:
+        dim: Data dimension d.
+        T: Number of steps.
+    """
+
+    def __init__(self, dim: int, T: int) -> None:
+        super().__init__()
+        self.dim, self.T = _positive_int("dim", dim), _positive_int("T", T)
+        self.weight = nn.Parameter(torch.zeros(T, dim))
+        self.bias = nn.Parameter(torch.zeros(T, dim))
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        index = torch.as_tensor(t, device=z.device).expand(z.shape[:-1]) - 1
+        return self.weight[index] * z + self.bias[index]
+
+
+def _normal_kl(m1, v1, m2, v2):
+    """KL(N(m1, v1) ‖ N(m2, v2)) per coordinate."""
+    return 0.5 * (torch.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1)
+
+
+class DDPM(PyroModule):
+    """A diffusion model: a learned forward chain from noise to data, a fixed noising chain.
+
+    Call as ``model(x)`` (Pyro model, ``x`` ``(B, d)``) with :meth:`guide` as the guide, or
+    ``model(None, num_samples=B)`` for ancestral samples. See the module docstring.
+
+    Args:
+        x_dim: Data dimension d, or the noise-predictor network itself (as ``network``).
+        T: Number of diffusion steps.
+        schedule: ``"linear"`` or ``"cosine"`` (:func:`beta_schedule`), or a tensor ``(T,)`` of
+            β values in (0, 1).
+        network: Noise predictor ``ε_θ(z, t)`` (``(..., d)``, integer ``t`` in 1..T) with a
+            ``dim`` attribute; ``"mlp"`` (:class:`EpsilonMLP`, default) or ``"affine"``
+            (:class:`AffineEpsilon`) build one.
+        hidden: Hidden width of the default MLP.
+        variance: Reverse-step variance σ_t²: ``"learned"`` (one log-variance per step, started
+            at β̃_t; default, needed for a tight ELBO), ``"beta"`` (β_t) or ``"posterior"``
+            (β̃_t, with β_1 at t = 1 so the decoder has a density).
+        hybrid_weight: λ of the hybrid loss.
+    """
+
+    def __init__(
+        self,
+        x_dim: int | nn.Module | None = None,
+        T: int = 100,
+        schedule: str | torch.Tensor = "linear",
+        *,
+        network: str | nn.Module = "mlp",
+        hidden: int = 128,
+        variance: str = "learned",
+        hybrid_weight: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        self.T = _positive_int("T", T)
+        if isinstance(x_dim, nn.Module):
+            x_dim, network = None, x_dim
+        if isinstance(network, nn.Module):
+            dim = getattr(network, "dim", x_dim)
+            if dim is None:
+                raise ValueError("network: give it a `dim` attribute or pass x_dim")
+            self.network = network
+        elif network in ("mlp", "affine"):
+            if x_dim is None:
+                raise ValueError("x_dim is needed with network='mlp' or 'affine'")
+            dim = x_dim
+            self.network = (
+                EpsilonMLP(_positive_int("x_dim", x_dim), T, hidden)
+                if network == "mlp"
+                else AffineEpsilon(_positive_int("x_dim", x_dim), T)
+            )
+        else:
+            raise ValueError(f"network must be 'mlp', 'affine' or an nn.Module, got {network!r}")
+        self.x_dim = _positive_int("x_dim", int(dim))
+        if isinstance(schedule, str):
+            betas = beta_schedule(schedule, T)
+            self.schedule = schedule
+        else:
+            betas = torch.as_tensor(schedule, dtype=torch.float64)
+            if betas.shape != (T,) or not ((betas > 0) & (betas < 1)).all():
+                raise ValueError(f"schedule: a tensor of T={T} values in (0, 1) is needed")
+            self.schedule = "custom"
+        if variance not in VARIANCES:
+            raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+        self.variance, self.hybrid_weight = variance, float(hybrid_weight)
+        alphas = 1 - betas
+        alpha_bar = torch.cumprod(alphas, 0)
+        alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+        post_var = betas * (1 - alpha_bar_prev) / (1 - alpha_bar)
+        post_var[0] = betas[0]  # β̃_1 = 0: the decoder variance uses β_1 instead
+        dtype = torch.get_default_dtype()
+        for name, value in {
+            "betas": betas,
+            "alphas": alphas,
+            "alpha_bar": alpha_bar,
+            "alpha_bar_prev": alpha_bar_prev,
+            "posterior_var": post_var,
+            "posterior_coef_x": alpha_bar_prev.sqrt() * betas / (1 - alpha_bar),
+            "posterior_coef_z": alphas.sqrt() * (1 - alpha_bar_prev) / (1 - alpha_bar),
+        }.items():
+            self.register_buffer(name, value.to(dtype))
+        if variance == "learned":
+            self.log_var = nn.Parameter(post_var.log().to(dtype))
+
+    # ------------------------------------------------------------------ schedule
+    def _at(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Buffer ``name`` at steps ``t`` (1..T), shaped ``t.shape + (1,)`` to broadcast."""
+        values = getattr(self, name).to(dtype=like.dtype)
+        return values[t - 1].unsqueeze(-1)
+
+    def _steps(self, t: int | torch.Tensor, device: torch.device) -> torch.Tensor:
+        t = torch.as_tensor(t, device=device)
+        if (
+            t.dtype in (torch.float16, torch.float32, torch.float64)
+            or ((t < 1) | (t > self.T)).any()
+        ):
+            raise ValueError(f"t: integer steps in 1..T={self.T} are needed")
+        return t
+
+    def reverse_var(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """σ_t² at integer steps ``t``, shape ``t.shape + (1,)``."""
+        if self.variance == "learned":
+            return self.log_var.to(like.dtype)[t - 1].exp().unsqueeze(-1)
+        return self._at("betas" if self.variance == "beta" else "posterior_var", t, like)
+
+    # -------------------------------------------------------------- closed forms
+    def q_mean_var(self, x: torch.Tensor, t: int | torch.Tensor):
+        """``q(z_t | x) = N(√ᾱ_t x, (1 − ᾱ_t) I)``: mean ``(..., d)`` and variance ``(..., 1)``."""
+        t = self._steps(t, x.device)
+        ab = self._at("alpha_bar", t, x)
+        return ab.sqrt() * x, 1 - ab
+
+    def q_sample(self, x: torch.Tensor, t: int | torch.Tensor, noise: torch.Tensor | None = None):
+        """A draw of ``z_t ~ q(z_t | x)`` (``t`` broadcastable against ``x[..., 0]``)."""
+        mean, var = self.q_mean_var(x, t)
+        noise = torch.randn_like(mean) if noise is None else noise
+        return mean + var.sqrt() * noise
+
+    def q_posterior(self, x: torch.Tensor, z: torch.Tensor, t: int | torch.Tensor):
+        """``q(z_{t−1} | z_t, x)`` for ``t ≥ 2``: mean ``(..., d)`` and variance ``(..., 1)``."""
+        t = self._steps(t, z.device)
+        mean = self._at("posterior_coef_x", t, z) * x + self._at("posterior_coef_z", t, z) * z
+        return mean, self._at("posterior_var", t, z)
+
+    def p_mean_var(self, z: torch.Tensor, t: int | torch.Tensor, eps: torch.Tensor | None = None):
+        """``p_θ(z_{t−1} | z_t)`` (``x`` for t = 1): mean ``(..., d)`` and variance ``(..., 1)``."""
+        t = self._steps(t, z.device).expand(z.shape[:-1])
+        if eps is None:
+            eps = submodule(self, "network")(z, t)
+        coef = self._at("betas", t, z) / (1 - self._at("alpha_bar", t, z)).sqrt()
+        mean = (z - coef * eps) / self._at("alphas", t, z).sqrt()
+        return mean, self.reverse_var(t, z)
+
+    def _step_dist(self, z: torch.Tensor, t: int) -> dist.Distribution:
+        mean, var = self.p_mean_var(z, t)
+        return dist.Normal(mean, var.sqrt().expand_as(mean)).to_event(1)
+
+    # ----------------------------------------------------------------- Pyro pair
+    def _check_x(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
+            raise ValueError(
+                f"x must be a tensor of shape (batch, x_dim={self.x_dim}), got "
+                f"{getattr(x, 'shape', type(x).__name__)}"
+            )
+
+    def forward(self, x: torch.Tensor | None = None, *, num_samples: int | None = None):
+        """The Pyro model: ``z_T ~ N(0, I)``, ``z_{t−1} ~ p_θ(· | z_t)``, ``x ~ p_θ(· | z_1)``."""
+        if x is not None:
+            self._check_x(x)
+            batch, like = x.shape[0], x
+        elif num_samples is None:
+            raise ValueError("num_samples is needed when x is None (sampling from the model)")
+        else:
+            batch, like = _positive_int("num_samples", num_samples), self.betas
+        zeros = torch.zeros(batch, self.x_dim, dtype=like.dtype, device=like.device)
+        with pyro.plate("data", batch):
+            z = pyro.sample(f"z_{self.T}", dist.Normal(zeros, 1.0).to_event(1))
+            for t in range(self.T, 1, -1):
+                z = pyro.sample(f"z_{t - 1}", self._step_dist(z, t))
+            return pyro.sample("x", self._step_dist(z, 1), obs=x)
+
+    def guide(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """The fixed noising chain in the model's order: ``q(z_T | x)``, ``q(z_{t−1} | z_t, x)``."""
+        self._check_x(x)
+        with pyro.plate("data", x.shape[0]):
+            mean, var = self.q_mean_var(x, self.T)
+            z = pyro.sample(
+                f"z_{self.T}", dist.Normal(mean, var.sqrt().expand_as(mean)).to_event(1)
+            )
+            for t in range(self.T, 1, -1):
+                mean, var = self.q_posterior(x, z, t)
+                scale = var.sqrt().expand(torch.broadcast_shapes(mean.shape, var.shape))
+                z = pyro.sample(f"z_{t - 1}", dist.Normal(mean, scale).to_event(1))
+            return z
+
+    # ------------------------------------------------------------------- losses
+    def _terms(self, x: torch.Tensor, t: torch.Tensor, detach_mean: bool = False):
+        """Per-step −ELBO terms ``L_{t}`` and the ε errors at steps ``t`` (shape ``t.shape``)."""
+        noise = torch.randn(t.shape + (self.x_dim,), dtype=x.dtype, device=x.device)
+        z = self.q_sample(x, t, noise)
+        eps = submodule(self, "network")(z, t)
+        mean, var = self.p_mean_var(z, t, eps)
+        if detach_mean:
+            mean = mean.detach()
+        q_mean, q_var = self.q_posterior(x, z, t.clamp(min=2))
+        kl = _normal_kl(q_mean, q_var, mean, var).sum(-1)
+        nll = -dist.Normal(mean, var.sqrt()).log_prob(x.expand_as(mean)).sum(-1)
+        vlb = torch.where(t == 1, nll, kl)
+        return vlb, (noise - eps).pow(2).sum(-1)
+
+    def prior_kl(self, x: torch.Tensor) -> torch.Tensor:
+        """``L_T = KL(q(z_T | x) ‖ N(0, I))`` per datapoint ``(B,)`` (no parameters)."""
+        mean, var = self.q_mean_var(x, self.T)
+        return _normal_kl(mean, var, torch.zeros_like(mean), torch.ones_like(var)).sum(-1)
+
+    def loss(self, x: torch.Tensor, kind: str = "elbo") -> torch.Tensor:
+        """Per-datapoint training loss ``(B,)`` at one uniformly drawn step per datapoint.
+
+        Args:
+            x: Data ``(B, d)``.
+            kind: ``"elbo"`` (``L_T + T · L_t``: unbiased for −ELBO, nats), ``"simple"``
+                (``‖ε − ε_θ(z_t, t)‖²``) or ``"hybrid"`` (simple + λ · T · L_t with the mean
+                detached in L_t, which trains learned variances).
+        """
+        if kind not in LOSSES:
+            raise ValueError(f"kind must be one of {LOSSES}, got {kind!r}")
+        self._check_x(x)
+        t = torch.randint(1, self.T + 1, x.shape[:1], device=x.device)
+        vlb, mse = self._terms(x, t, detach_mean=kind == "hybrid")
+        if kind == "elbo":
+            return self.prior_kl(x) + self.T * vlb
+        if kind == "simple":
+            return mse
+        return mse + self.hybrid_weight * self.T * vlb
+
+    def nll_bound(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """−ELBO per datapoint ``(B,)`` in nats: every step's term, each KL in closed form.
+
+        ``z_t ~ q(z_t | x)`` is drawn independently per step (``num_samples`` draws averaged), so
+        only ``E_q`` over one Gaussian per step is Monte Carlo.
+        """
+        self._check_x(x)
+        num_samples = _positive_int("num_samples", num_samples)
+        per_step = num_samples * x.shape[0]
+        chunk = max(1, NLL_CHUNK_ROWS // per_step)  # steps per network call: bounded memory
+        total = self.prior_kl(x)
+        for start in range(1, self.T + 1, chunk):
+            t = torch.arange(start, min(start + chunk, self.T + 1), device=x.device)
+            t = t.reshape(-1, 1, 1).expand(-1, num_samples, x.shape[0])
+            vlb, _ = self._terms(x, t)
+            total = total + vlb.sum(0).mean(0)
+        return total
+
+    def bits_per_dim(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """:meth:`nll_bound` in bits per dimension, ``(B,)`` (continuous data: a density bound)."""
+        return self.nll_bound(x, num_samples) / (self.x_dim * math.log(2))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, *, return_chain: bool = False) -> torch.Tensor:
+        """Ancestral samples ``(n, d)`` (or the chain ``(n, T + 1, d)``, from ``z_T`` to ``x``)."""
+        n = _positive_int("num_samples", num_samples)
+        z = torch.randn(n, self.x_dim, dtype=self.betas.dtype, device=self.betas.device)
+        chain = [z]
+        for t in range(self.T, 0, -1):
+            mean, var = self.p_mean_var(z, t)
+            z = mean + var.sqrt() * torch.randn_like(mean)
+            chain.append(z)
+        return torch.stack(chain, dim=1) if return_chain else z
