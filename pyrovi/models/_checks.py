@@ -38,3 +38,24 @@ def check_values(name: str, x: torch.Tensor, likelihood: str | None = None) -> N
 def check_output(name: str, module: torch.nn.Module, in_dim: int, out_dim: int) -> None:
     """Run ``module`` on a dummy input to check that it maps ``in_dim`` to ``out_dim`` features."""
     probe_output(module, in_dim, name, expected=out_dim)
+
+
+def positive_int(name: str, value: int) -> int:
+    """Return ``value`` if it is an integer >= 1, else raise ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def batch_of(x: torch.Tensor | None, x_dim: int, num_samples: int | None) -> int:
+    """Batch size of a model call: ``x`` ``(batch, x_dim)``, or ``num_samples`` if ``x`` is None."""
+    if x is not None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != x_dim:
+            raise ValueError(
+                f"x must be a tensor of shape (batch, x_dim={x_dim}), got "
+                f"{getattr(x, 'shape', type(x).__name__)}"
+            )
+        return x.shape[0]
+    if num_samples is None:
+        raise ValueError("num_samples is needed when x is None (sampling from the model)")
+    return positive_int("num_samples", num_samples)

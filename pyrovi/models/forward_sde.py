@@ -37,14 +37,10 @@ from torch.distributions import Distribution
 from torch.nn import functional as F
 
 from pyrovi.distributions.sde import EulerMaruyama
+from pyrovi.models._checks import batch_of
+from pyrovi.models._checks import positive_int as _positive_int
 
 __all__ = ["ForwardSDE", "TimeMLP", "ConstantDiffusion"]
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 class TimeMLP(nn.Module):
@@ -189,17 +185,7 @@ class ForwardSDE(PyroModule):
 
     def forward(self, x: torch.Tensor | None = None, *, num_samples: int | None = None):
         """The model; returns ``x``."""
-        if x is not None:
-            if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
-                raise ValueError(
-                    f"x must be a tensor of shape (batch, x_dim={self.x_dim}), got "
-                    f"{getattr(x, 'shape', type(x).__name__)}"
-                )
-            batch = x.shape[0]
-        elif num_samples is None:
-            raise ValueError("num_samples is needed when x is None (sampling from the model)")
-        else:
-            batch = _positive_int("num_samples", num_samples)
+        batch = batch_of(x, self.x_dim, num_samples)
         with pyro.plate("data", batch):
             path = pyro.sample("z", self.path_distribution())
             return pyro.sample("x", self.last_step(path[..., -1, :]), obs=x)

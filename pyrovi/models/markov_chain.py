@@ -34,17 +34,13 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovi.models._checks import batch_of
+from pyrovi.models._checks import positive_int as _positive_int
 from pyrovi.nn.registration import submodule
 
 __all__ = ["MarkovChainVAE", "GaussianTransitionMLP", "AffineGaussianTransition"]
 
 TRANSITIONS = ("mlp", "affine")
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _check_step(t: int, num_steps: int) -> None:
@@ -266,17 +262,7 @@ class MarkovChainVAE(PyroModule):
 
     def forward(self, x: torch.Tensor | None = None, *, num_samples: int | None = None):
         """The model; returns ``x`` (the observed or sampled final state)."""
-        if x is not None:
-            if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
-                raise ValueError(
-                    f"x must be a tensor of shape (batch, x_dim={self.x_dim}), got "
-                    f"{getattr(x, 'shape', type(x).__name__)}"
-                )
-            batch = x.shape[0]
-        elif num_samples is None:
-            raise ValueError("num_samples is needed when x is None (sampling from the model)")
-        else:
-            batch = _positive_int("num_samples", num_samples)
+        batch = batch_of(x, self.x_dim, num_samples)
         prior = self.prior()
         with pyro.plate("data", batch):
             z = pyro.sample("z_0", prior)
