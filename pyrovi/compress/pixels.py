@@ -57,7 +57,7 @@ class PixelLikelihood:
 
     def codec(self, out: np.ndarray, precision: int) -> codecs.QuantizedCDF:
         """Frequencies of every pixel given one decoder output ``out`` (float64 vector)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define codec(out, precision)")
 
     def output_size(self, x_dim: int) -> int:
         """Length of the decoder output for ``x_dim`` pixels."""
