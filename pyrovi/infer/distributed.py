@@ -160,6 +160,20 @@ class DistributedContext:
             offset += n
         return float(flat[-2])
 
+    def gather_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenate every process's ``x`` along dim 0, in rank order (sizes may differ by 1)."""
+        sizes = [torch.zeros(1, dtype=torch.int64, device=x.device) for _ in range(self.world)]
+        try:
+            dist.all_gather(sizes, torch.tensor([x.shape[0]], dtype=torch.int64, device=x.device))
+            n = int(max(int(s) for s in sizes))
+            padded = torch.zeros((n, *x.shape[1:]), dtype=x.dtype, device=x.device)
+            padded[: x.shape[0]] = x
+            parts = [torch.empty_like(padded) for _ in range(self.world)]
+            dist.all_gather(parts, padded)
+        except RuntimeError as err:
+            raise self._fail("gathering the simulations", err) from err
+        return torch.cat([p[: int(k)] for p, k in zip(parts, sizes)])
+
     def sum_floats(self, values: list[float], device: torch.device) -> list[float]:
         """Element-wise sum over processes."""
         t = torch.tensor(values, dtype=torch.float64, device=device)

@@ -40,6 +40,7 @@ from pyrovi.distributions import NFlowsDistribution
 from pyrovi.distributions.elementwise_affine import ElementwiseAffine
 from pyrovi.distributions.flow_layers import FLOW_KINDS, flow_layers
 from pyrovi.infer.checkpoint import load_checkpoint, save_checkpoint
+from pyrovi.infer.distributed import DistributedContext, init_distributed, shard_bounds
 from pyrovi.nn.embedding import Standardize, embedding_net
 
 __all__ = ["NPE", "NPEPosterior", "NPETrainResult", "simulate", "ConstrainTransform"]
@@ -427,6 +428,7 @@ class NPE:
         clip_norm: float | None = 5.0,
         progress: bool = True,
         seed: int | None = None,
+        distributed: bool = False,
     ) -> NPETrainResult:
         """Simulate (or take) training pairs and fit the flow by maximum likelihood.
 
@@ -449,6 +451,12 @@ class NPE:
             clip_norm: Gradient-norm clipping (None: off).
             progress: Show a tqdm bar (when stderr is a terminal).
             seed: Seeds simulation, the split, initialization order and shuffling.
+            distributed: Data-parallel over the processes of ``torch.distributed`` (as
+                :func:`pyrovi.infer.fit` with ``distributed=True``): each process simulates its
+                share of ``num_simulations`` (seed ``seed + rank``) and all processes gather the
+                whole set; every minibatch is split across processes and the gradients are
+                averaged, so all processes hold the same flow. Call on every process with the
+                same arguments.
 
         Returns:
             :class:`NPETrainResult`.
@@ -466,12 +474,23 @@ class NPE:
         patience = _positive_int("patience", patience)
         if not (isinstance(lr, int | float) and lr > 0):
             raise ValueError(f"lr must be a positive number, got {lr!r}")
+        shard = None
+        if distributed:
+            init_distributed(device=self.device)
+            shard = DistributedContext.from_process_group()
         if seed is not None:
-            pyro.set_rng_seed(seed)
+            pyro.set_rng_seed(seed if shard is None else seed + shard.rank)
         result = NPETrainResult(history={"train_loss": [], "val_loss": []})
         t0 = time.perf_counter()
         if theta is None:
-            theta, y = self.simulate(num_simulations, simulation_batch_size)
+            if shard is None:
+                theta, y = self.simulate(num_simulations, simulation_batch_size)
+            else:
+                lo, hi = shard_bounds(
+                    0, _positive_int("num_simulations", num_simulations), shard.rank, shard.world
+                )
+                theta, y = self.simulate(max(hi - lo, 1), simulation_batch_size)
+                theta, y = shard.gather_rows(theta[: hi - lo]), shard.gather_rows(y[: hi - lo])
         theta = theta.to(self.device)
         if theta.dim() != 2 or theta.shape[-1] != self.theta_dim:
             raise ValueError(
@@ -495,9 +514,10 @@ class NPE:
         result.timings["summary_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        generator = torch.Generator().manual_seed(
-            seed if seed is not None else int(torch.randint(2**62, ()).item())
-        )
+        split_seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
+        if shard is not None:
+            split_seed = shard.broadcast_int(split_seed, self.device)
+        generator = torch.Generator().manual_seed(split_seed)
         perm = torch.randperm(n, generator=generator).to(self.device)
         n_val = max(1, int(round(validation_fraction * n)))
         val_idx, train_idx = perm[:n_val], perm[n_val:]
@@ -507,7 +527,10 @@ class NPE:
             self.net["theta_standardize"].fit(u[train_idx])
         z = self.net["theta_standardize"](u)
         s_train, z_train, s_val, z_val = s[train_idx], z[train_idx], s[val_idx], z[val_idx]
-        opt = torch.optim.Adam(flow.parameters(), lr=lr)
+        params = [p for p in flow.parameters() if p.requires_grad]
+        if shard is not None:
+            shard.broadcast_parameters(params)
+        opt = torch.optim.Adam(params, lr=lr)
         best_state = {k: v.detach().clone() for k, v in flow.state_dict().items()}
         best, since = math.inf, 0
         show = progress and sys.stderr.isatty()
@@ -520,13 +543,24 @@ class NPE:
                 total = 0.0
                 for i in range(0, n_train, batch_size):
                     idx = order[i : i + batch_size]
-                    loss = -flow.log_prob(z_train[idx], context=s_train[idx]).mean()
+                    if shard is not None:  # this process's part of the minibatch
+                        full = len(idx)
+                        a, b = shard_bounds(0, full, shard.rank, shard.world)
+                        idx = idx[a:b]
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    if len(idx):
+                        loss = -flow.log_prob(z_train[idx], context=s_train[idx]).mean()
+                        loss.backward()
+                        value = loss.item()
+                    else:
+                        value = 0.0
+                    if shard is not None:
+                        value = shard.reduce_step(params, value, len(idx))
+                        idx = order[i : i + full]
                     if clip_norm is not None:
                         torch.nn.utils.clip_grad_norm_(flow.parameters(), clip_norm)
                     opt.step()
-                    total += loss.item() * len(idx)
+                    total += value * len(idx)
                 flow.eval()
                 with torch.no_grad():
                     val = (

@@ -175,3 +175,91 @@ def test_distributed_without_a_process_group_is_a_clear_error(monkeypatch):
 def test_context_weights_gradients_by_shard_size():
     ctx = DistributedContext(rank=0, world=1)
     assert ctx.is_main
+
+
+def _npe_train(distributed: bool, theta, y):
+    from pyrovi.infer import NPE
+    from pyrovi.models import GaussianLinear
+
+    torch.set_default_dtype(torch.float32)
+    torch.manual_seed(0)
+    npe = NPE(
+        GaussianLinear(dim=2), params=["theta"], observed="y", num_layers=1, hidden_features=8
+    )
+    npe.train(
+        theta=theta,
+        y=y,
+        batch_size=50,
+        max_epochs=3,
+        patience=5,
+        progress=False,
+        seed=0,
+        distributed=distributed,
+    )
+    return {k: v.detach().clone() for k, v in npe.net.state_dict().items()}
+
+
+def _npe_data():
+    g = torch.Generator().manual_seed(3)
+    theta = 0.3 * torch.randn(200, 2, generator=g)
+    return theta, theta + 0.3 * torch.randn(200, 2, generator=g)
+
+
+def _npe_worker(rank: int, world: int, port: int, out: str, simulate: bool = False):
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    torch.set_num_threads(1)
+    try:
+        torch_dist.init_process_group("gloo", rank=rank, world_size=world)
+        if simulate:  # each process simulates its share; all train on the gathered set
+            from pyrovi.infer import NPE
+            from pyrovi.models import GaussianLinear
+
+            npe = NPE(GaussianLinear(dim=2), params=["theta"], observed="y", num_layers=1)
+            res = npe.train(101, max_epochs=1, progress=False, seed=0, distributed=True)
+            state = {k: v.detach().clone() for k, v in npe.net.state_dict().items()}
+            torch.save({"n": res.num_simulations, "state": state}, f"{out}.rank{rank}")
+        else:
+            state = _npe_train(True, *_npe_data())
+            if rank == 0:
+                torch.save(state, out)
+    except Exception:  # noqa: BLE001 - reported to the test through a file
+        Path(f"{out}.rank{rank}.crash").write_text(traceback.format_exc())
+    finally:
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+
+
+def test_npe_training_on_two_processes_equals_one(tmp_path):
+    single = _npe_train(False, *_npe_data())
+    out = tmp_path / "npe.pt"
+    ctx = mp.get_context("spawn")
+    port = _free_port()
+    procs = [ctx.Process(target=_npe_worker, args=(r, 2, port, str(out))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    crashes = list(tmp_path.glob("*.crash"))
+    assert not crashes, crashes[0].read_text()
+    got = torch.load(out, weights_only=True)
+    for k, v in single.items():
+        assert torch.allclose(got[k], v, atol=1e-4, rtol=1e-4), k
+
+
+def test_npe_simulations_are_sharded_and_gathered(tmp_path):
+    out = tmp_path / "npe.pt"
+    ctx = mp.get_context("spawn")
+    port = _free_port()
+    procs = [ctx.Process(target=_npe_worker, args=(r, 2, port, str(out), True)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    crashes = list(tmp_path.glob("*.crash"))
+    assert not crashes, crashes[0].read_text()
+    a, b = (torch.load(f"{out}.rank{r}", weights_only=True) for r in range(2))
+    assert a["n"] == b["n"] == 101  # 51 + 50 simulations gathered on every process
+    for k, v in a["state"].items():
+        assert torch.equal(v, b["state"][k]), k  # the same flow on every process
