@@ -43,7 +43,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pyro  # noqa: E402
 import torch  # noqa: E402
 
-from pyrovi.cli import positive_int  # noqa: E402
+from pyrovi.cli import positive_int, resolve_device  # noqa: E402
 from pyrovi.data import stochastic_lorenz  # noqa: E402
 from pyrovi.guides import PosteriorSDE  # noqa: E402
 from pyrovi.infer import fit  # noqa: E402
@@ -139,11 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     split = int(round(args.num_times * args.observe_fraction))
     if not 2 <= split < args.num_times:
         parser.error("--num-times too small: need at least 2 observed and 1 held-out time")
-    try:
-        device = torch.device(args.device)
-        torch.empty(0, device=device)
-    except (RuntimeError, ValueError) as err:
-        parser.error(f"--device {args.device!r} is not available: {err}")
+    device = resolve_device(parser, args)
     torch.set_num_threads(args.threads)
     pyro.set_rng_seed(args.seed)
     out = Path(args.out)

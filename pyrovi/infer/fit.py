@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from pyrovi._validation import positive_int as _positive_int
 from pyrovi.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyrovi.infer.distributed import DistributedContext, init_distributed, shard_bounds
 from pyrovi.infer.evidence import _as_tensors
@@ -68,12 +69,6 @@ class FitResult:
 
 
 # --------------------------------------------------------------------------- argument checks
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _check_finite(tensors: Sequence[torch.Tensor], name: str) -> None:

@@ -36,6 +36,7 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 from tqdm.auto import tqdm
 
+from pyrovi._validation import positive_int as _positive_int
 from pyrovi.distributions import NFlowsDistribution
 from pyrovi.distributions.elementwise_affine import ElementwiseAffine
 from pyrovi.distributions.flow_layers import FLOW_KINDS, flow_layers
@@ -44,12 +45,6 @@ from pyrovi.infer.distributed import DistributedContext, init_distributed, shard
 from pyrovi.nn.embedding import Standardize, embedding_net
 
 __all__ = ["NPE", "NPEPosterior", "NPETrainResult", "simulate", "ConstrainTransform"]
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------- simulation

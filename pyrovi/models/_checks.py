@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from pyrovi._validation import positive_int
 from pyrovi.nn.probe import probe_output
 
 _LIKELIHOODS = ("bernoulli", "gaussian")
@@ -38,13 +39,6 @@ def check_values(name: str, x: torch.Tensor, likelihood: str | None = None) -> N
 def check_output(name: str, module: torch.nn.Module, in_dim: int, out_dim: int) -> None:
     """Run ``module`` on a dummy input to check that it maps ``in_dim`` to ``out_dim`` features."""
     probe_output(module, in_dim, name, expected=out_dim)
-
-
-def positive_int(name: str, value: int) -> int:
-    """Return ``value`` if it is an integer >= 1, else raise ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def batch_of(x: torch.Tensor | None, x_dim: int, num_samples: int | None) -> int:

@@ -37,6 +37,7 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovi._validation import positive_int as _positive_int
 from pyrovi.nn.registration import submodule
 
 __all__ = ["DDPM", "beta_schedule", "EpsilonMLP", "AffineEpsilon", "SCHEDULES", "VARIANCES"]
@@ -47,12 +48,6 @@ VARIANCES = ("beta", "posterior", "learned")
 LOSSES = ("elbo", "simple", "hybrid")
 #: Rows (steps × draws × datapoints) per network call in :meth:`DDPM.nll_bound`.
 NLL_CHUNK_ROWS = 1 << 18
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def beta_schedule(

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pyrovi._validation import positive_int as _positive_int
+
 __all__ = [
     "Hamiltonian",
     "SYSTEMS",
@@ -314,12 +316,6 @@ def gaussian_bosons(num_particles: int = 2, g: float = 3.0, s: float = 0.5) -> H
         exact_sampler=free,
         params={"num_particles": n, "g": g, "s": s},
     )
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 #: Constructors by the names the example and benchmark use.

@@ -26,18 +26,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovi._validation import positive_int as _positive_int
 from pyrovi.infer.ais import AISResult, annealed_importance_sampling
 
 __all__ = ["RBM", "RBMTrainResult", "train_rbm"]
 
 _VISIBLE = ("bernoulli", "gaussian")
 _MAX_ENUMERATE = 24
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 class RBM(nn.Module):

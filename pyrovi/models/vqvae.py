@@ -26,17 +26,12 @@ from pyro.nn import PyroModule
 from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
+from pyrovi._validation import positive_int as _positive_int
 from pyrovi.models._checks import check_features, check_likelihood, check_values
 from pyrovi.models.vae import make_likelihood
 from pyrovi.nn import MLP, submodule
 
 __all__ = ["VQVAE", "Codebook", "CodebookCategorical"]
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def nearest_code(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from pyrovi._validation import positive_int as _positive
+
 if TYPE_CHECKING:  # pyrovi.models imports pyrovi.nn: no runtime import back
     from pyrovi.models.hamiltonians import Hamiltonian
 
@@ -32,12 +34,6 @@ __all__ = [
     "HarmonicSkip",
     "drift_for",
 ]
-
-
-def _positive(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def distance(a: torch.Tensor) -> torch.Tensor:

@@ -14,15 +14,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovi._validation import positive_int as _positive
 from pyrovi.nn.mlp import MLP
 
 __all__ = ["DriftMLP", "OUDrift", "DiagonalDiffusion", "ContextDrift", "SeriesEncoder"]
-
-
-def _positive(name: str, value: int) -> int:
-    if isinstance(value, bool) or int(value) != value or int(value) <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class DriftMLP(nn.Module):
