@@ -37,8 +37,9 @@ indexing) with the same per-step median measured inside the other loops.
 Optimizer state: by default each method keeps one Adam for all its blocks, as in one long
 training run (fit is given it through ``optimizer=<factory returning that Adam>``; the factory
 path builds nothing else, so the loop is fit's default loop). ``--optimizer-state fresh`` instead
-starts a new Adam every block for every method, which is what calling ``fit`` with its default
-``optimizer=None`` per block does. The two differ for a reason unrelated to Pyro: right after a
+starts a new ``torch.optim.Adam`` every block for every method (fit too, through the factory:
+fit's default ``optimizer=None`` would build torch's fused Adam, a different kernel from the
+plain loop's). The two differ for a reason unrelated to Pyro: right after a
 restart, many Adam second moments are exactly 0 (pixels that are 0 in every image so far, dead
 ReLUs), and ``Tensor.sqrt`` of exact zeros is ~10x slower than of other values on this CPU
 (AVX-512 build of torch 2.13), which adds ~1 ms per step to the method whose Adam was restarted.
@@ -263,7 +264,7 @@ class Method:
                     lr=self.lr,
                     loss=self.loss,
                     progress=False,
-                    optimizer=None if self.fresh_optimizer else self._optimizer,
+                    optimizer=self._optimizer,
                     transform=self.transform,
                     device=self.device,
                 )
@@ -685,8 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="persistent",
         help="persistent: each method keeps one Adam across its blocks (fit gets it "
         "through optimizer=<factory returning it>), like one long training run; "
-        "fresh: a new Adam every block for every method (fit's default "
-        "optimizer=None)",
+        "fresh: a new torch.optim.Adam every block for every method",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

@@ -23,10 +23,12 @@ def _check_probabilities(x: Tensor, where: str) -> None:
     if not isinstance(x, Tensor) or not x.is_floating_point():
         got = f"{x.dtype} tensor" if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"{where}: `x` must be a floating-point tensor, got {got}")
-    if x.numel() and bool(((x < 0) | (x > 1) | torch.isnan(x)).any()):
+    if not x.numel():
+        return
+    lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one pass; NaN propagates to both
+    if not (lo >= 0 and hi <= 1):
         raise ValueError(
-            f"{where}: `x` must have values in [0, 1], got min {x.min().item():.4g}, "
-            f"max {x.max().item():.4g} (or NaN)"
+            f"{where}: `x` must have values in [0, 1], got min {lo:.4g}, max {hi:.4g} (or NaN)"
         )
 
 

@@ -32,6 +32,7 @@ from pyrovi.diagnostics._draws import probe
 from pyrovi.diagnostics.psis import pareto_khat
 from pyrovi.infer.evidence import _as_tensors, _max_plate_nesting, elbo, log_importance_weights
 from pyrovi.infer.losses import FastTrace_ELBO
+from pyrovi.infer.optim import default_adam
 
 __all__ = ["InferenceGaps", "LocalGaussianGuide", "inference_gaps", "refine_guide"]
 
@@ -216,7 +217,7 @@ def refine_guide(
     if steps == 0:
         return local
     params = list(local.parameters())
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = default_adam(params, lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr / 100)
     loss_fn = FastTrace_ELBO(
         num_particles=num_particles,

@@ -11,11 +11,13 @@ from pyrovi.infer.free_bits import FreeBitsELBO
 from pyrovi.infer.handlers import data_scale, latent_scale
 from pyrovi.infer.losses import FastTrace_ELBO
 from pyrovi.infer.npe import NPE, NPEPosterior, NPETrainResult, simulate
+from pyrovi.infer.optim import default_adam
 
 __all__ = [
     "DistributedError",
     "init_distributed",
     "fit",
+    "default_adam",
     "FitResult",
     "TrainingDivergedError",
     "load_into",

@@ -7,11 +7,16 @@ optimizer step takes one *global* minibatch of ``batch_size`` datapoints, the sa
 process (one shared shuffling seed), and splits it into contiguous shards of near-equal size, one
 per process. Each process computes the ELBO gradient of its shard with the per-datapoint terms
 scaled by ``N / b_r`` (``b_r`` its shard size) and the global terms unscaled; the gradients are
-then averaged with weights ``b_r / Σ b`` in a single all-reduce (one flat buffer, the loss value
-packed in it). That weighted average is exactly the gradient a single process computes on the
-whole global batch, so training is the same as ``fit`` on one process with the same
+then averaged with weights ``b_r / Σ b``. That weighted average is exactly the gradient a single
+process computes on the whole global batch, so training is the same as ``fit`` on one process with the same
 ``batch_size`` — up to floating point and to the Monte Carlo noise, which each process draws
 from its own stream (``seed + rank``).
+
+The gradients live in one flat buffer (:mod:`pyrovi.infer.grad_buckets`): on CPU one all-reduce
+of it (with the loss packed in) follows each backward pass; on CUDA it is cut into buckets in the
+order backward produces them, each all-reduced as soon as it is complete while backward goes on,
+as PyTorch's DDP does (needs one backward pass per step, as :class:`~pyrovi.infer.FastTrace_ELBO`,
+fit's default loss, makes; other losses reduce after backward).
 
 Parameters are broadcast from rank 0 after the first pass, so every process starts from the same
 values; optimizer states stay equal because the reduced gradients are. Only rank 0 shows progress
@@ -28,10 +33,12 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+
+from pyrovi.infer.grad_buckets import GradientBuckets
 
 __all__ = [
     "DistributedError",
@@ -92,6 +99,7 @@ class DistributedContext:
 
     rank: int
     world: int
+    _grads: GradientBuckets | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_process_group(cls) -> DistributedContext:
@@ -127,38 +135,56 @@ class DistributedContext:
             raise self._fail("broadcasting the shuffling seed", err) from err
         return int(t.item())
 
+    def _grads_of(self, params: list[torch.Tensor]) -> GradientBuckets:
+        if self._grads is None or not self._grads.matches(params):
+            self.close()
+            self._grads = GradientBuckets(params, self.world, self._fail)
+        return self._grads
+
+    def zero_grad(self, params: list[torch.Tensor]) -> None:
+        """Clear the gradients before a step (use instead of ``optimizer.zero_grad``).
+
+        The gradients of ``params`` are views into one flat buffer (see
+        :mod:`pyrovi.infer.grad_buckets`) that backward accumulates into in place, so clearing
+        them is one fill of that buffer.
+        """
+        self._grads_of(params).zero()
+
+    def begin_step(self, params: list[torch.Tensor], size: int, overlap: bool = True) -> None:
+        """Announce a step whose shard holds ``size`` datapoints, before its backward pass.
+
+        With ``overlap``, each bucket of gradients starts its all-reduce as soon as backward
+        has produced it (from the second step on); the loss must then run exactly one backward
+        pass per step (as :class:`~pyrovi.infer.FastTrace_ELBO` does). Without it, everything is
+        reduced at once in :meth:`reduce_step`.
+        """
+        self._grads_of(params).begin(size, overlap)
+
     def reduce_step(self, params: list[torch.Tensor], loss: float, size: int) -> float:
         """Average the gradients (weights ``size / Σ size``) in place; returns the combined loss.
 
+        The weighted average of the shard gradients is the gradient of the whole global batch.
+        Without a preceding :meth:`begin_step` this is one all-reduce of one flat buffer holding
+        every gradient and the loss; after ``begin_step(..., overlap=True)`` it sends the buckets
+        backward has not started yet and waits for all of them.
+
         Args:
             params: Parameters whose ``.grad`` holds this process's shard gradient (``None``
-                counts as zero).
+                counts as zero), all of one dtype on one device.
             loss: This process's loss estimate for the step (scaled to the full data set).
             size: Datapoints in this process's shard (0 allowed).
+
+        Raises:
+            ValueError: If the parameters differ in dtype or device.
+            DistributedError: If the all-reduce fails (a peer died, the timeout passed).
         """
-        ref = params[0]
-        grads = [
-            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params
-        ]
-        flat = torch.cat([*grads, torch.tensor([loss, 1.0], dtype=ref.dtype, device=ref.device)])
-        flat.mul_(float(size))
-        try:
-            dist.all_reduce(flat)
-        except RuntimeError as err:
-            raise self._fail("the gradient all-reduce", err) from err
-        total = float(flat[-1])
-        if total > 0:
-            flat.div_(total)
-        offset = 0
-        for p in params:
-            n = p.numel()
-            g = flat[offset : offset + n].view_as(p)
-            if p.grad is None:
-                p.grad = g.clone()
-            else:
-                p.grad.copy_(g)
-            offset += n
-        return float(flat[-2])
+        return self._grads_of(params).reduce(loss, size)
+
+    def close(self) -> None:
+        """Remove the gradient hooks this context put on the parameters."""
+        if self._grads is not None:
+            self._grads.close()
+            self._grads = None
 
     def gather_rows(self, x: torch.Tensor) -> torch.Tensor:
         """Concatenate every process's ``x`` along dim 0, in rank order (sizes may differ by 1)."""

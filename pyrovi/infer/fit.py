@@ -25,8 +25,10 @@ from pyrovi._validation import positive_int as _positive_int
 from pyrovi.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyrovi.infer.distributed import DistributedContext, init_distributed, shard_bounds
 from pyrovi.infer.evidence import _as_tensors
+from pyrovi.infer.grad_buckets import overlaps_on
 from pyrovi.infer.handlers import DataScaleMessenger, LatentScaleMessenger
 from pyrovi.infer.losses import FastTrace_ELBO
+from pyrovi.infer.optim import default_adam
 from pyrovi.nn.registration import skip_param_registration
 
 __all__ = ["fit", "FitResult", "TrainingDivergedError", "load_into"]
@@ -119,7 +121,7 @@ def _annealing_schedule(kl_annealing: Any) -> Callable[[float], float] | None:
 
 def _make_optimizer(optimizer: Any, params: list[torch.Tensor], lr: float):
     if optimizer is None:
-        return torch.optim.Adam(params, lr=lr)
+        return default_adam(params, lr)
     if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
         return optimizer(params, lr=lr)
     if isinstance(optimizer, torch.optim.Optimizer):
@@ -308,8 +310,9 @@ def fit(
         data: A tensor ``(N, ...)``, a tuple of tensors sharing N, or a ``DataLoader``.
         epochs: Total number of passes over the data (counting resumed epochs).
         batch_size: Minibatch size for tensor data (default 128); leave None for a DataLoader.
-        optimizer: None (``torch.optim.Adam``), a ``torch.optim.Optimizer`` class (built with
-            ``lr``), or a factory ``params -> optimizer``.
+        optimizer: None (Adam, on the fused kernel where torch has it: :func:`default_adam`),
+            a ``torch.optim.Optimizer`` class (built with ``lr``), or a factory
+            ``params -> optimizer``.
         lr: Learning rate.
         loss: A Pyro ELBO instance (Trace_ELBO, TraceMeanField_ELBO, JitTrace_ELBO, RenyiELBO,
             ...). Default ``FastTrace_ELBO(num_particles, vectorize_particles=True)``.
@@ -463,6 +466,8 @@ def fit(
     registration_context = (
         skip_param_registration if isinstance(loss, FastTrace_ELBO) else contextlib.nullcontext
     )
+    # all-reduce buckets while backward runs: needs one backward pass per step (FastTrace_ELBO)
+    overlap = isinstance(loss, FastTrace_ELBO) and overlaps_on(device)
     show = progress and sys.stderr.isatty() and (shard is None or shard.is_main)
     writes = shard is None or shard.is_main
     steps_per_epoch = len(train)
@@ -493,7 +498,11 @@ def fit(
                     if schedule is not None:
                         weight *= float(schedule(epoch + step / steps_per_epoch))
                     latent_scaler.factor = weight
-                    opt.zero_grad(set_to_none=True)
+                    if shard is not None:  # gradients live in the all-reduce buffer
+                        shard.zero_grad(param_list)
+                        shard.begin_step(param_list, b, overlap=overlap)
+                    else:
+                        opt.zero_grad(set_to_none=True)
                     if b:
                         value = _scaled_step(loss, model, guide, batch, data_scaler, latent_scaler)
                     else:  # an empty shard (global batch smaller than the number of processes)
@@ -554,6 +563,8 @@ def fit(
             epoch_bar.update(1)
     finally:
         epoch_bar.close()
+        if shard is not None:
+            shard.close()
     total_s = time.perf_counter() - t_total
     step_times.sort()
     result.timings = {

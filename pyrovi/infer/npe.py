@@ -42,6 +42,8 @@ from pyrovi.distributions.elementwise_affine import ElementwiseAffine
 from pyrovi.distributions.flow_layers import FLOW_KINDS, flow_layers
 from pyrovi.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyrovi.infer.distributed import DistributedContext, init_distributed, shard_bounds
+from pyrovi.infer.grad_buckets import overlaps_on
+from pyrovi.infer.optim import default_adam
 from pyrovi.nn.embedding import Standardize, embedding_net
 
 __all__ = ["NPE", "NPEPosterior", "NPETrainResult", "simulate", "ConstrainTransform"]
@@ -525,7 +527,7 @@ class NPE:
         params = [p for p in flow.parameters() if p.requires_grad]
         if shard is not None:
             shard.broadcast_parameters(params)
-        opt = torch.optim.Adam(params, lr=lr)
+        opt = default_adam(params, lr)
         best_state = {k: v.detach().clone() for k, v in flow.state_dict().items()}
         best, since = math.inf, 0
         show = progress and sys.stderr.isatty()
@@ -542,7 +544,11 @@ class NPE:
                         full = len(idx)
                         a, b = shard_bounds(0, full, shard.rank, shard.world)
                         idx = idx[a:b]
-                    opt.zero_grad(set_to_none=True)
+                    if shard is not None:
+                        shard.zero_grad(params)
+                        shard.begin_step(params, len(idx), overlap=overlaps_on(self.device))
+                    else:
+                        opt.zero_grad(set_to_none=True)
                     if len(idx):
                         loss = -flow.log_prob(z_train[idx], context=s_train[idx]).mean()
                         loss.backward()
@@ -589,6 +595,8 @@ class NPE:
                     break
         finally:
             bar.close()
+            if shard is not None:
+                shard.close()
         flow.load_state_dict(best_state)
         flow.eval()
         self.trained = True

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as torch_dist
 from pyro.nn import PyroModule, PyroParam
 
-from pyrovi.infer import fit, load_checkpoint
+from pyrovi.infer import fit, grad_buckets, load_checkpoint
 from pyrovi.infer.distributed import DistributedContext, DistributedError, shard_bounds
 
 N, D = 40, 3
@@ -58,8 +58,29 @@ def _data():
     return x, y
 
 
-def _train(distributed: bool, die_at: int | None = None, checkpoint: str | None = None):
+def _train(
+    distributed: bool,
+    die_at: int | None = None,
+    checkpoint: str | None = None,
+    variant: str = "default",
+):
     torch.set_default_dtype(torch.float64)
+    monkeypatch = pytest.MonkeyPatch()
+    if variant in ("overlap", "tiny_buckets"):  # buckets sent during backward, also on CPU
+        monkeypatch.setattr(grad_buckets, "OVERLAP_ON_CPU", True)
+    if variant == "tiny_buckets":  # every parameter in a bucket of its own
+        monkeypatch.setattr(grad_buckets, "FIRST_BUCKET_BYTES", 8)
+        monkeypatch.setattr(grad_buckets, "BUCKET_BYTES", 8)
+    sent = []  # sizes of the all-reduces started during backward (async)
+    if distributed:
+        all_reduce = torch_dist.all_reduce
+
+        def counting(tensor, *args, **kwargs):
+            if kwargs.get("async_op"):
+                sent.append(tensor.numel())
+            return all_reduce(tensor, *args, **kwargs)
+
+        monkeypatch.setattr(torch_dist, "all_reduce", counting)
     pyro.clear_param_store()
     torch.manual_seed(0)
     model, guide = Regression(die_at), PointMass()
@@ -74,13 +95,24 @@ def _train(distributed: bool, die_at: int | None = None, checkpoint: str | None 
         progress=False,
         distributed=distributed,
         checkpoint=checkpoint,
+        loss=pyro.infer.Trace_ELBO() if variant == "trace_elbo" else None,
     )
+    monkeypatch.undo()
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
     params["w"] = guide.w_loc.detach().clone()
+    result.history["async_sizes"] = sent
     return params, result
 
 
-def _worker(rank: int, world: int, port: int, out: str, die_at: int | None, ckpt: str | None):
+def _worker(
+    rank: int,
+    world: int,
+    port: int,
+    out: str,
+    die_at: int | None,
+    ckpt: str | None,
+    variant: str = "default",
+):
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
     )
@@ -89,7 +121,7 @@ def _worker(rank: int, world: int, port: int, out: str, die_at: int | None, ckpt
         torch_dist.init_process_group(
             "gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=30)
         )
-        params, result = _train(True, die_at if rank == 1 else None, ckpt)
+        params, result = _train(True, die_at if rank == 1 else None, ckpt, variant)
         if rank == 0:
             torch.save({"params": params, "history": result.history}, out)
     except DistributedError as err:
@@ -110,12 +142,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(world: int, out: Path, die_at: int | None = None, ckpt: Path | None = None):
+def _run(
+    world: int,
+    out: Path,
+    die_at: int | None = None,
+    ckpt: Path | None = None,
+    variant: str = "default",
+):
     ctx = mp.get_context("spawn")
     port = _free_port()
     procs = [
         ctx.Process(
-            target=_worker, args=(r, world, port, str(out), die_at, str(ckpt) if ckpt else None)
+            target=_worker,
+            args=(r, world, port, str(out), die_at, str(ckpt) if ckpt else None, variant),
         )
         for r in range(world)
     ]
@@ -138,10 +177,13 @@ def test_shard_bounds_cover_the_batch_in_order():
     assert shard_bounds(0, 1, 0, 2) == (0, 0)  # an empty shard
 
 
-def test_two_gloo_processes_equal_one_process(tmp_path):
-    single, single_result = _train(False)
+@pytest.mark.parametrize("variant", ["default", "overlap", "tiny_buckets", "trace_elbo"])
+def test_two_gloo_processes_equal_one_process(tmp_path, variant):
+    """default: one all-reduce after backward (CPU); overlap: buckets sent during backward;
+    tiny_buckets: that with one bucket per parameter; trace_elbo: Pyro's Trace_ELBO."""
+    single, single_result = _train(False, variant="trace_elbo" if variant == "trace_elbo" else "")
     out = tmp_path / "dist.pt"
-    codes = _run(2, out)
+    codes = _run(2, out, variant=variant)
     crashes = list(tmp_path.glob("*.crash")) + list(tmp_path.glob("*.error"))
     assert not crashes, crashes[0].read_text()
     assert codes == [0, 0]
@@ -151,6 +193,14 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     assert got["history"]["train_elbo"] == pytest.approx(
         single_result.history["train_elbo"], rel=1e-9
     )
+    sizes = got["history"]["async_sizes"]  # 9 steps, the first learns the order
+    expected = {
+        "default": [],
+        "trace_elbo": [],
+        "overlap": [7] * 8,  # one bucket: 3 + 1 net weights and bias, 3 guide
+        "tiny_buckets": [3, 1, 3] * 8,
+    }[variant]
+    assert sorted(sizes) == sorted(expected)
 
 
 def test_a_dead_rank_raises_on_the_others_and_the_checkpoint_stays_loadable(tmp_path):
@@ -172,9 +222,59 @@ def test_distributed_without_a_process_group_is_a_clear_error(monkeypatch):
         _train(True)
 
 
-def test_context_weights_gradients_by_shard_size():
-    ctx = DistributedContext(rank=0, world=1)
+def test_reduce_step_weights_gradients_by_shard_size(monkeypatch):
+    """Rank 0 of 2 with shard size 3; the peer (faked in all_reduce) has size 1."""
+    ctx = DistributedContext(rank=0, world=2)
     assert ctx.is_main
+    a = torch.nn.Parameter(torch.zeros(2, 2, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    unused = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    params = [a, b, unused]
+    peer = {"a": torch.full((2, 2), -1.0), "b": torch.tensor([4.0, 0.0, 8.0]), "loss": 10.0}
+
+    def fake_all_reduce(flat):  # add the peer's contribution, scaled by its size 1
+        other = torch.cat([peer["a"].reshape(-1), peer["b"], torch.zeros(1)])
+        flat += torch.cat([other, torch.tensor([peer["loss"], 1.0])]).to(flat) * 1.0
+
+    monkeypatch.setattr(torch_dist, "all_reduce", fake_all_reduce)
+    buffer_ptr = None
+    for step in range(3):  # later steps accumulate straight into the flat buffer
+        ctx.zero_grad(params)
+        ((a * torch.tensor([[1.0, 2.0], [3.0, 4.0]])).sum() + 2.0 * b.sum()).backward()
+        if step > 0:  # backward accumulated into the flat buffer: no copy per step
+            assert a.grad.data_ptr() == buffer_ptr
+        loss = ctx.reduce_step(params, 2.0, 3)
+        assert loss == pytest.approx((3 * 2.0 + 10.0) / 4)
+        expected_a = (3 * torch.tensor([[1.0, 2.0], [3.0, 4.0]]) - 1.0) / 4
+        assert torch.allclose(a.grad, expected_a.double(), atol=1e-15)
+        assert torch.allclose(b.grad, (3 * 2.0 + peer["b"].double()) / 4, atol=1e-15)
+        assert unused.grad is not None and float(unused.grad) == 0.0
+        if step == 0:
+            buffer_ptr = a.grad.data_ptr()
+    b.grad = torch.ones(3, dtype=torch.float64)  # a gradient set from outside is copied in
+    a.grad = None
+    assert ctx.reduce_step(params, 2.0, 3) == pytest.approx(4.0)
+    assert torch.allclose(b.grad, (3.0 + peer["b"].double()) / 4)
+    assert torch.allclose(a.grad, torch.full((2, 2), -0.25, dtype=torch.float64))
+
+
+def test_reduce_step_needs_one_dtype():
+    ctx = DistributedContext(rank=0, world=2)
+    params = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2).double())]
+    with pytest.raises(ValueError, match="one dtype on one device"):
+        ctx.reduce_step(params, 0.0, 1)
+
+
+def test_world_of_one_needs_no_collective(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("all_reduce called with world 1")
+
+    monkeypatch.setattr(torch_dist, "all_reduce", boom)
+    ctx = DistributedContext(rank=0, world=1)
+    p = torch.nn.Parameter(torch.ones(3))
+    (p * 2.0).sum().backward()
+    assert ctx.reduce_step([p], 1.5, 4) == 1.5
+    assert torch.equal(p.grad, torch.full((3,), 2.0))
 
 
 def _npe_train(distributed: bool, theta, y):

@@ -1,0 +1,73 @@
+"""Smoke test of ``benchmarks/step_time.py``: tiny settings, all three models, JSON written."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pyro
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "step_time.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("pyrovi_benchmark_step_time", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_step_time_tiny_run(tmp_path, device):
+    out = tmp_path / "step_time.json"
+    threads = torch.get_num_threads()
+    report = _load().main(
+        [
+            "--device",
+            str(device),
+            "--batch-sizes",
+            "16",
+            "--sde-batch-sizes",
+            "8",
+            "--steps",
+            "2",
+            "--sde-steps",
+            "2",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--data",
+            "random",
+            "--random-images",
+            "64",
+            "--sde-times",
+            "11",
+            "--check-batch",
+            "8",
+            "--check-steps",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    saved = json.loads(out.read_text())
+    assert set(saved["results"]) == {"vae", "flow", "sde"}
+    for kind, batch in (("vae", "16"), ("flow", "16"), ("sde", "8")):
+        entry = saved["results"][kind][batch]
+        for method in ("fit", "plain"):
+            ms = entry[method]["ms_per_step"]
+            assert math.isfinite(ms) and ms > 0, (kind, method, ms)
+            assert entry[method]["items_per_s"] > 0
+        assert math.isfinite(entry["ratio_fit_over_plain"]) and entry["ratio_fit_over_plain"] > 0
+        check = saved["check_same_loss"][kind]
+        assert len(check["fit_losses"]) == len(check["plain_losses"]) == 2
+        assert check["max_rel_loss_diff"] < 1e-3, (kind, check)
+    env = saved["environment"]
+    assert env["torch"] == torch.__version__ and env["cpu_count"] and env["date"]
+    assert report["results"]["vae"]["16"]["fit"]["ms_per_step"] > 0
+    # the script restores the global settings it changes
+    assert torch.get_num_threads() == threads
+    assert not pyro.settings.get("module_local_params")
