@@ -8,9 +8,9 @@ process (one shared shuffling seed), and splits it into contiguous shards of nea
 per process. Each process computes the ELBO gradient of its shard with the per-datapoint terms
 scaled by ``N / b_r`` (``b_r`` its shard size) and the global terms unscaled; the gradients are
 then averaged with weights ``b_r / Σ b``. That weighted average is exactly the gradient a single
-process computes on the whole global batch, so training is the same as ``fit`` on one process with the same
-``batch_size`` — up to floating point and to the Monte Carlo noise, which each process draws
-from its own stream (``seed + rank``).
+process computes on the whole global batch, so training is the same as ``fit`` on one process
+with the same ``batch_size`` — up to floating point and to the Monte Carlo noise, which each
+process draws from its own stream (``seed + rank``).
 
 The gradients live in one flat buffer (:mod:`pyrovi.infer.grad_buckets`): on CPU one all-reduce
 of it (with the loss packed in) follows each backward pass; on CUDA it is cut into buckets in the

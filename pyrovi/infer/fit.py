@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from pyro import poutine
 from pyro.infer import ELBO
 from pyro.infer.elbo import ELBO as _ELBOBase
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from pyrovi._validation import positive_int as _positive_int
@@ -390,6 +391,14 @@ def fit(
         if isinstance(fn, nn.Module):
             fn.to(device)
     train = _Batches(data, batch_size, device, "data", shuffle=True, drop_last=jit)
+    if shard is not None and train.loader is not None:
+        if not isinstance(getattr(train.loader, "sampler", None), DistributedSampler):
+            warnings.warn(
+                "fit(distributed=True) with a DataLoader whose sampler is not a "
+                "DistributedSampler: every process trains on every batch; give the DataLoader "
+                "sampler=DistributedSampler(dataset) to split the data across processes",
+                stacklevel=2,
+            )
     val = (
         None
         if val_data is None

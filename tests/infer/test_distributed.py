@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 import socket
 import traceback
+import warnings
 from pathlib import Path
 
 import pyro
@@ -15,6 +16,7 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 from pyro.nn import PyroModule, PyroParam
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from pyrovi.infer import fit, grad_buckets, load_checkpoint
 from pyrovi.infer.distributed import DistributedContext, DistributedError, shard_bounds
@@ -84,12 +86,21 @@ def _train(
     pyro.clear_param_store()
     torch.manual_seed(0)
     model, guide = Regression(die_at), PointMass()
+    data, batch_size = _data(), 15  # 3 global batches per epoch, the last one smaller (10)
+    if variant == "sampler":  # DataLoaders, not shuffled: global batches 0-9, 10-19, ...
+        dataset = TensorDataset(*data)
+        if distributed:  # rank r gets rows r, r + 2, ... of each global batch of 10
+            sampler = DistributedSampler(dataset, shuffle=False)
+            data = DataLoader(dataset, batch_size=5, sampler=sampler)
+        else:
+            data = DataLoader(dataset, batch_size=10)
+        batch_size = None
     result = fit(
         model,
         guide,
-        _data(),
+        data,
         epochs=3,
-        batch_size=15,  # 3 global batches per epoch, the last one smaller (10)
+        batch_size=batch_size,
         lr=0.05,
         seed=0,
         progress=False,
@@ -177,11 +188,12 @@ def test_shard_bounds_cover_the_batch_in_order():
     assert shard_bounds(0, 1, 0, 2) == (0, 0)  # an empty shard
 
 
-@pytest.mark.parametrize("variant", ["default", "overlap", "tiny_buckets", "trace_elbo"])
+@pytest.mark.parametrize("variant", ["default", "overlap", "tiny_buckets", "trace_elbo", "sampler"])
 def test_two_gloo_processes_equal_one_process(tmp_path, variant):
     """default: one all-reduce after backward (CPU); overlap: buckets sent during backward;
-    tiny_buckets: that with one bucket per parameter; trace_elbo: Pyro's Trace_ELBO."""
-    single, single_result = _train(False, variant="trace_elbo" if variant == "trace_elbo" else "")
+    tiny_buckets: that with one bucket per parameter; trace_elbo: Pyro's Trace_ELBO; sampler:
+    DataLoaders with a DistributedSampler."""
+    single, single_result = _train(False, variant=variant)
     out = tmp_path / "dist.pt"
     codes = _run(2, out, variant=variant)
     crashes = list(tmp_path.glob("*.crash")) + list(tmp_path.glob("*.error"))
@@ -197,6 +209,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path, variant):
     expected = {
         "default": [],
         "trace_elbo": [],
+        "sampler": [],
         "overlap": [7] * 8,  # one bucket: 3 + 1 net weights and bias, 3 guide
         "tiny_buckets": [3, 1, 3] * 8,
     }[variant]
@@ -363,3 +376,24 @@ def test_npe_simulations_are_sharded_and_gathered(tmp_path):
     assert a["n"] == b["n"] == 101  # 51 + 50 simulations gathered on every process
     for k, v in a["state"].items():
         assert torch.equal(v, b["state"][k]), k  # the same flow on every process
+
+
+def test_a_dataloader_without_distributed_sampler_warns(tmp_path):
+    torch_dist.init_process_group(
+        "gloo", rank=0, world_size=1, init_method=f"file://{tmp_path / 'pg'}"
+    )
+    try:
+        torch.set_default_dtype(torch.float64)
+        pyro.clear_param_store()
+        loader = DataLoader(TensorDataset(*_data()), batch_size=10)
+        with pytest.warns(UserWarning, match="not a DistributedSampler: every process trains"):
+            fit(Regression(), PointMass(), loader, epochs=1, progress=False, distributed=True)
+        sampled = DataLoader(
+            TensorDataset(*_data()), batch_size=10, sampler=DistributedSampler(loader.dataset)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            fit(Regression(), PointMass(), sampled, epochs=1, progress=False, distributed=True)
+    finally:
+        torch.set_default_dtype(torch.float32)
+        torch_dist.destroy_process_group()
