@@ -12,6 +12,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from pyrovi._validation import value_range
 from pyrovi.data.dataset import ImageData
 
 __all__ = ["DynamicBinarization", "binarize", "binarize_data"]
@@ -25,7 +26,7 @@ def _check_probabilities(x: Tensor, where: str) -> None:
         raise ValueError(f"{where}: `x` must be a floating-point tensor, got {got}")
     if not x.numel():
         return
-    lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one pass; NaN propagates to both
+    lo, hi = value_range(x)  # one pass; NaN propagates to both
     if not (lo >= 0 and hi <= 1):
         raise ValueError(
             f"{where}: `x` must have values in [0, 1], got min {lo:.4g}, max {hi:.4g} (or NaN)"

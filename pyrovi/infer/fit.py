@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from pyrovi._validation import all_finite
 from pyrovi._validation import positive_int as _positive_int
 from pyrovi.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyrovi.infer.distributed import DistributedContext, init_distributed, shard_bounds
@@ -76,7 +77,7 @@ class FitResult:
 
 def _check_finite(tensors: Sequence[torch.Tensor], name: str) -> None:
     for i, t in enumerate(tensors):
-        if t.is_floating_point() or t.is_complex():
+        if (t.is_floating_point() or t.is_complex()) and not all_finite(t):
             bad = ~torch.isfinite(t)
             if bad.any():
                 row = int(bad.reshape(t.shape[0], -1).any(dim=1).nonzero()[0, 0])

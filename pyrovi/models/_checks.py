@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from pyrovi._validation import positive_int
+from pyrovi._validation import positive_int, value_range
 from pyrovi.nn.probe import probe_output
 
 _LIKELIHOODS = ("bernoulli", "gaussian")
@@ -26,13 +28,18 @@ def check_features(name: str, x: torch.Tensor, dim: int) -> None:
 
 def check_values(name: str, x: torch.Tensor, likelihood: str | None = None) -> None:
     """Raise on NaN/inf, and on values outside [0, 1] for a Bernoulli likelihood."""
-    if x.is_floating_point() and not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if likelihood == "bernoulli" and x.numel() and (x.min() < 0 or x.max() > 1):
+    if not x.numel():
+        return
+    if x.is_floating_point():
+        lo, hi = value_range(x)  # one pass for both checks
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"{name} contains NaN or infinite values")
+    elif likelihood == "bernoulli":
+        lo, hi = float(x.min()), float(x.max())
+    if likelihood == "bernoulli" and (lo < 0 or hi > 1):
         raise ValueError(
             f"{name} must lie in [0, 1] for a Bernoulli likelihood, got values in "
-            f"[{float(x.min()):.4g}, {float(x.max()):.4g}]; rescale the data or use "
-            "likelihood='gaussian'"
+            f"[{lo:.4g}, {hi:.4g}]; rescale the data or use likelihood='gaussian'"
         )
 
 
