@@ -31,6 +31,16 @@ BUCKET_BYTES = 25 << 20
 OVERLAP_ON_CPU = False
 
 
+def _held_in(g: torch.Tensor, view: torch.Tensor) -> bool:
+    """True if the gradient ``g`` is the buffer's ``view`` itself (backward wrote there)."""
+    return not g.is_sparse and g.data_ptr() == view.data_ptr() and g.shape == view.shape
+
+
+def _dense(g: torch.Tensor) -> torch.Tensor:
+    """A gradient as a dense tensor (sparse ones come from e.g. ``nn.Embedding(sparse=True)``)."""
+    return g.to_dense() if g.is_sparse else g
+
+
 def overlaps_on(device: torch.device) -> bool:
     """Whether training on ``device`` sends buckets during backward: on CUDA (NCCL runs the
     communication beside the computation), and on CPU only if :data:`OVERLAP_ON_CPU` is set."""
@@ -102,7 +112,7 @@ class GradientBuckets:
             views[i] = flat[offset : offset + p.numel()].view_as(p)
             self.offsets[i] = offset
             if copy and p.grad is not None:
-                views[i].copy_(p.grad)
+                views[i].copy_(_dense(p.grad))
             p.grad = views[i]
             offset += p.numel()
         self.flat, self.views, self.order = flat, views, order
@@ -142,7 +152,7 @@ class GradientBuckets:
         """Zero every gradient (one fill of the buffer) and re-bind views replaced from outside."""
         self.flat.zero_()
         for p, view in zip(self.params, self.views):
-            if p.grad is None or p.grad.data_ptr() != view.data_ptr():
+            if p.grad is None or not _held_in(p.grad, view):
                 p.grad = view
 
     def begin(self, size: int, overlap: bool) -> None:
@@ -168,8 +178,8 @@ class GradientBuckets:
         if not self.overlapping:
             return
         view = self.views[i]
-        if param.grad.data_ptr() != view.data_ptr():
-            view.copy_(param.grad)  # the grad was replaced from outside: take it in
+        if not _held_in(param.grad, view):
+            view.copy_(_dense(param.grad))  # the grad was replaced from outside: take it in
             param.grad = view
         if self._seen[i]:  # a second backward pass in one step
             if self.bucket_of[i] < self._sent:
@@ -195,8 +205,8 @@ class GradientBuckets:
             g = p.grad
             if g is None:
                 view.zero_()
-            elif g.data_ptr() != view.data_ptr() or g.shape != view.shape:
-                view.copy_(g)
+            elif not _held_in(g, view):
+                view.copy_(_dense(g))
             else:
                 continue
             p.grad = view
@@ -246,8 +256,8 @@ class GradientBuckets:
                 g, view = self.params[i].grad, self.views[i]
                 if g is None:
                     view.zero_()
-                elif g.data_ptr() != view.data_ptr():
-                    view.copy_(g)
+                elif not _held_in(g, view):
+                    view.copy_(_dense(g))
                 self.params[i].grad = view
         while self._sent < len(self.ranges):
             self._send()

@@ -186,3 +186,18 @@ def test_collective_failures_are_reported_through_fail(monkeypatch):
     loss(torch.randn(5, 2, dtype=torch.float64)).backward()
     with pytest.raises(ValueError, match="the gradient all-reduce: connection closed"):
         buckets.reduce(1.0, 5)
+
+
+def test_sparse_gradients_are_taken_in_densely(log):
+    emb = torch.nn.Embedding(6, 2, sparse=True).double()
+    buckets = GradientBuckets([emb.weight], world=2, fail=_fail, first_bucket_bytes=8)
+    idx = torch.tensor([1, 4, 4])
+    for step in range(3):
+        buckets.zero()
+        buckets.begin(2, overlap=True)
+        emb(idx).sum().backward()
+        buckets.reduce(1.0, 2)
+        expected = torch.zeros(6, 2, dtype=torch.float64)
+        expected[1], expected[4] = 1.0, 2.0
+        assert not emb.weight.grad.is_sparse
+        assert torch.allclose(emb.weight.grad, expected * 2 / (2 + PEER)), step
