@@ -145,6 +145,7 @@ class GradientBuckets:
             h.remove()
         self._handles = []
         self.overlapping = False
+        self._works = []
 
     # ------------------------------------------------------------------ a step
 
@@ -270,6 +271,8 @@ class GradientBuckets:
                 work.wait()
         except RuntimeError as err:
             raise self._fail("the gradient all-reduce", err) from err
+        finally:
+            self._works = []  # hold no finished work objects (they keep tensors alive)
         total = float(stats[1])
         if total > 0:
             self.flat[:-2].div_(total)
