@@ -337,31 +337,6 @@ class Runner:
 # --------------------------------------------------------------------------- same-loss check
 
 
-def _plain_losses(net, x, *, batch_size, lr, seed, transform, device) -> list[float]:
-    """The plain loop drawing the same random numbers, in the same order, as ``fit(seed=...)``."""
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    n, b = x.shape[0], batch_size
-    pyro.set_rng_seed(seed)
-    # fit's validated first pass (no gradients): batch 0 of a permutation seeded with 0
-    first = x[torch.randperm(n, generator=torch.Generator().manual_seed(0)).to(device)[:b]]
-    if transform is not None:
-        first = transform(first)
-    with torch.no_grad():
-        net.loss(first, n / b)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(device)
-    values = []
-    for i in range(n // b):
-        batch = x[order[i * b : (i + 1) * b]]
-        if transform is not None:
-            batch = transform(batch)
-        opt.zero_grad(set_to_none=True)
-        loss = net.loss(batch, n / b)
-        loss.backward()
-        opt.step()
-        values.append(float(loss.detach()))
-    return values
-
-
 def check_same_loss(kind, x_all, args, device, transform, times) -> dict:
     """Per-step losses of fit and of the plain loop from the same seed and initial weights."""
     b, steps, seed = args.check_batch, args.check_steps, args.seed
@@ -377,12 +352,22 @@ def check_same_loss(kind, x_all, args, device, transform, times) -> dict:
         )
     else:
         model, guide = copy.deepcopy((base_model, base_guide))
-        plain = _plain_losses(plain_net(kind, model, guide), x, device=device, **common)
+        plain = _vo.plain_losses(plain_net(kind, model, guide), x, device=device, **common)
     model, guide = copy.deepcopy((base_model, base_guide))
     loss = _vo._recording(FastTrace_ELBO)()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit(model, guide, x, epochs=1, progress=False, loss=loss, device=device, **common)
+        fit(
+            model,
+            guide,
+            x,
+            epochs=1,
+            progress=False,
+            loss=loss,
+            device=device,
+            optimizer=torch.optim.Adam,  # the plain loop's (fit's default is fused)
+            **common,
+        )
     if kind == "vae":
         state = _vo._pyro_state(model, guide)
         param_diff = max(float((state[k] - ref_state[k]).abs().max()) for k in ref_state)

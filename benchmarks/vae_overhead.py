@@ -347,12 +347,12 @@ def _recording(cls):
     return Recording
 
 
-def _plain_reference(
-    base_model, base_guide, x, *, batch_size, lr, seed, transform, device, fit_first_pass: bool
-) -> tuple[list[float], dict[str, torch.Tensor]]:
-    """Plain loop drawing the same random numbers, in the same order, as fit (or stock SVI)."""
-    net = PlainVAE(X_DIM, base_model.z_dim).to(device)
-    net.load_from(base_model, base_guide)
+def plain_losses(
+    net: nn.Module, x, *, batch_size, lr, seed, transform, device, fit_first_pass: bool = True
+) -> list[float]:
+    """Train ``net`` (with a ``loss(batch, data_scale)`` method) by a plain loop drawing the same
+    random numbers, in the same order, as ``fit(seed=...)`` (or stock SVI without the first
+    pass); the loss of every step."""
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     n, b = x.shape[0], batch_size
     pyro.set_rng_seed(seed)
@@ -375,6 +375,25 @@ def _plain_reference(
         loss.backward()
         opt.step()
         values.append(float(loss.detach()))
+    return values
+
+
+def _plain_reference(
+    base_model, base_guide, x, *, batch_size, lr, seed, transform, device, fit_first_pass: bool
+) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """Plain loop drawing the same random numbers, in the same order, as fit (or stock SVI)."""
+    net = PlainVAE(X_DIM, base_model.z_dim).to(device)
+    net.load_from(base_model, base_guide)
+    values = plain_losses(
+        net,
+        x,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        transform=transform,
+        device=device,
+        fit_first_pass=fit_first_pass,
+    )
     state = {f"guide.encoder.{k}": v for k, v in net.encoder.state_dict().items()}
     state |= {f"guide.head.{k}": v for k, v in net.head.state_dict().items()}
     state |= {f"model.decoder.{k}": v for k, v in net.decoder.state_dict().items()}
@@ -442,6 +461,7 @@ def check_equal(x_all: torch.Tensor, args, device: torch.device, transform) -> d
                     epochs=1,
                     batch_size=b,
                     lr=args.lr,
+                    optimizer=torch.optim.Adam,  # the plain loop's (fit's default is fused)
                     loss=loss,
                     progress=False,
                     seed=seed,
