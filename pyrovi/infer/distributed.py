@@ -141,24 +141,20 @@ class DistributedContext:
             self._grads = GradientBuckets(params, self.world, self._fail)
         return self._grads
 
-    def zero_grad(self, params: list[torch.Tensor]) -> None:
-        """Clear the gradients before a step (use instead of ``optimizer.zero_grad``).
+    def begin_step(self, params: list[torch.Tensor], size: int, overlap: bool = False) -> None:
+        """Clear the gradients and start a step whose shard holds ``size`` datapoints.
 
-        The gradients of ``params`` are views into one flat buffer (see
+        Call it instead of ``optimizer.zero_grad`` before the step's backward pass. The
+        gradients of ``params`` are views into one flat buffer (see
         :mod:`pyrovi.infer.grad_buckets`) that backward accumulates into in place, so clearing
-        them is one fill of that buffer.
+        them is one fill of that buffer. With ``overlap``, each bucket of gradients starts its
+        all-reduce as soon as backward has produced it (from the second step on); the loss must
+        then run exactly one backward pass per step (as :class:`~pyrovi.infer.FastTrace_ELBO`
+        does). Without it, everything is reduced at once in :meth:`reduce_step`.
         """
-        self._grads_of(params).zero()
-
-    def begin_step(self, params: list[torch.Tensor], size: int, overlap: bool = True) -> None:
-        """Announce a step whose shard holds ``size`` datapoints, before its backward pass.
-
-        With ``overlap``, each bucket of gradients starts its all-reduce as soon as backward
-        has produced it (from the second step on); the loss must then run exactly one backward
-        pass per step (as :class:`~pyrovi.infer.FastTrace_ELBO` does). Without it, everything is
-        reduced at once in :meth:`reduce_step`.
-        """
-        self._grads_of(params).begin(size, overlap)
+        grads = self._grads_of(params)
+        grads.zero()
+        grads.begin(size, overlap)
 
     def reduce_step(self, params: list[torch.Tensor], loss: float, size: int) -> float:
         """Average the gradients (weights ``size / Σ size``) in place; returns the combined loss.

@@ -79,13 +79,12 @@ def _check_finite(tensors: Sequence[torch.Tensor], name: str) -> None:
     for i, t in enumerate(tensors):
         if (t.is_floating_point() or t.is_complex()) and not all_finite(t):
             bad = ~torch.isfinite(t)
-            if bad.any():
-                row = int(bad.reshape(t.shape[0], -1).any(dim=1).nonzero()[0, 0])
-                where = f"tensor {i}, " if len(tensors) > 1 else ""
-                raise ValueError(
-                    f"{name} contains NaN or infinite values ({where}first bad row {row}); "
-                    "clean or impute the data before fitting"
-                )
+            row = int(bad.reshape(t.shape[0], -1).any(dim=1).nonzero()[0, 0])
+            where = f"tensor {i}, " if len(tensors) > 1 else ""
+            raise ValueError(
+                f"{name} contains NaN or infinite values ({where}first bad row {row}); "
+                "clean or impute the data before fitting"
+            )
 
 
 def _resolve_device(device: Any, modules: Sequence[Any], tensors: Sequence[torch.Tensor] | None):
@@ -509,7 +508,6 @@ def fit(
                         weight *= float(schedule(epoch + step / steps_per_epoch))
                     latent_scaler.factor = weight
                     if shard is not None:  # gradients live in the all-reduce buffer
-                        shard.zero_grad(param_list)
                         shard.begin_step(param_list, b, overlap=overlap)
                     else:
                         opt.zero_grad(set_to_none=True)

@@ -84,7 +84,7 @@ class GradientBuckets:
             FIRST_BUCKET_BYTES if first_bucket_bytes is None else first_bucket_bytes,
             BUCKET_BYTES if bucket_bytes is None else bucket_bytes,
         )
-        self._layout(list(range(len(params))), copy=True)
+        self._layout(list(range(len(params))))
         self.bucket_of: list[int] | None = None  # known after the first step
         self.ranges: list[tuple[int, int]] = []
         self._recording: list[int] | None = None
@@ -99,26 +99,24 @@ class GradientBuckets:
 
     # ------------------------------------------------------------------ layout
 
-    def _layout(self, order: list[int], copy: bool) -> None:
+    def _layout(self, order: list[int]) -> None:
         """Lay the gradients out in ``order`` (copying the current values) and bind the views."""
         ref = self.params[0]
         n = sum(p.numel() for p in self.params)
         flat = torch.zeros(n + 2, dtype=ref.dtype, device=ref.device)  # + loss, count
         views: list[torch.Tensor] = [None] * len(self.params)  # type: ignore[list-item]
-        self.offsets = [0] * len(self.params)
         offset = 0
         for i in order:
             p = self.params[i]
             views[i] = flat[offset : offset + p.numel()].view_as(p)
-            self.offsets[i] = offset
-            if copy and p.grad is not None:
+            if p.grad is not None:
                 views[i].copy_(_dense(p.grad))
             p.grad = views[i]
             offset += p.numel()
         self.flat, self.views, self.order = flat, views, order
 
     def _make_buckets(self, order: list[int]) -> None:
-        self._layout(order, copy=True)
+        self._layout(order)
         first, rest = self._bucket_sizes
         item = self.flat.element_size()
         self.ranges, self.bucket_of = [], [0] * len(self.params)

@@ -545,7 +545,6 @@ class NPE:
                         a, b = shard_bounds(0, full, shard.rank, shard.world)
                         idx = idx[a:b]
                     if shard is not None:
-                        shard.zero_grad(params)
                         shard.begin_step(params, len(idx), overlap=overlaps_on(self.device))
                     else:
                         opt.zero_grad(set_to_none=True)

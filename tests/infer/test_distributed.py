@@ -263,7 +263,7 @@ def test_reduce_step_weights_gradients_by_shard_size(monkeypatch):
     monkeypatch.setattr(torch_dist, "all_reduce", fake_all_reduce)
     buffer_ptr = None
     for step in range(3):  # later steps accumulate straight into the flat buffer
-        ctx.zero_grad(params)
+        ctx.begin_step(params, 3)
         ((a * torch.tensor([[1.0, 2.0], [3.0, 4.0]])).sum() + 2.0 * b.sum()).backward()
         if step > 0:  # backward accumulated into the flat buffer: no copy per step
             assert a.grad.data_ptr() == buffer_ptr
