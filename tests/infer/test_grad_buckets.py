@@ -60,6 +60,14 @@ def _chain(device):
     return params, loss
 
 
+def _learn_order(buckets, loss, x, size):
+    """The first overlapped step: it only records the order in which gradients arrive."""
+    buckets.zero()
+    buckets.begin(size, overlap=True)
+    loss(x).backward()
+    buckets.reduce(1.0, size)
+
+
 def _expected_grads(params, loss, x):
     for p in params:
         p.grad = None
@@ -110,9 +118,7 @@ def test_a_bucket_waits_for_the_buckets_before_it(log):
     params, loss = _chain("cpu")
     x = torch.randn(5, 2, dtype=torch.float64)
     buckets = GradientBuckets(params, world=2, fail=_fail, first_bucket_bytes=32, bucket_bytes=64)
-    buckets.begin(4, overlap=True)
-    loss(x).backward()
-    buckets.reduce(1.0, 4)
+    _learn_order(buckets, loss, x, 4)
     assert [len(range(*r)) for r in buckets.ranges] == [4, 8]  # l3 | l2 + l1
     buckets._make_buckets([0, 1, 2])  # as if rank 0 had seen l1's gradient first
     assert [len(range(*r)) for r in buckets.ranges] == [4, 8]  # l1 | l2 + l3
@@ -148,9 +154,7 @@ def test_two_backward_passes_in_an_overlapped_step_raise(log):
     params, loss = _chain("cpu")
     x = torch.randn(5, 2, dtype=torch.float64)
     buckets = GradientBuckets(params, world=2, fail=_fail, first_bucket_bytes=32, bucket_bytes=32)
-    buckets.begin(5, overlap=True)
-    loss(x).backward()
-    buckets.reduce(1.0, 5)
+    _learn_order(buckets, loss, x, 5)
     buckets.zero()
     buckets.begin(5, overlap=True)
     loss(x).backward()
@@ -168,9 +172,7 @@ def test_two_backward_passes_in_an_overlapped_step_raise(log):
 def test_size_must_match_the_step(log):
     params, loss = _chain("cpu")
     buckets = GradientBuckets(params, world=2, fail=_fail)
-    buckets.begin(5, overlap=True)
-    loss(torch.randn(5, 2, dtype=torch.float64)).backward()
-    buckets.reduce(1.0, 5)
+    _learn_order(buckets, loss, torch.randn(5, 2, dtype=torch.float64), 5)
     buckets.begin(5, overlap=True)
     with pytest.raises(ValueError, match="size 4 differs from the 5"):
         buckets.reduce(1.0, 4)
