@@ -20,12 +20,14 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.infer.autoguide import AutoGuide
 from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal
 
 from pyrovi.infer.evidence import _as_tensors
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD",
+    "check_amortized",
     "posterior_means",
     "active_units",
     "kl_per_dimension",
@@ -72,8 +74,27 @@ def _per_row(t: torch.Tensor, b: int, site: str, what: str) -> torch.Tensor:
         return t
     raise ValueError(
         f"site '{site}': expected a {what} of shape ({b}, z_dim) (one latent vector per datapoint "
-        f"in the data plate), got {tuple(t.shape)}"
+        f"in the data plate), got {tuple(t.shape)}. Posterior collapse concerns the "
+        "per-datapoint latents of an amortized guide (e.g. a VAE's encoder); a global latent "
+        "(one value for the whole data set) has no activity over datapoints: judge it with "
+        "pyrovi.diagnostics.psis_khat or pyrovi.infer.log_marginal_likelihood"
     )
+
+
+def check_amortized(guide: Any, caller: str) -> None:
+    """Refuse Pyro autoguides: they learn fixed parameters for one data set, not an encoder.
+
+    Raises:
+        TypeError: ``guide`` is a ``pyro.infer.autoguide.AutoGuide``.
+    """
+    if isinstance(guide, AutoGuide):
+        raise TypeError(
+            f"{caller} needs an amortized guide (an encoder q(z | x) with one latent vector per "
+            f"datapoint, e.g. pyrovi.guides.AmortizedNormal or a function guide using "
+            f"pyro.module), got the Pyro autoguide {type(guide).__name__}, which learns fixed "
+            "parameters for one data set; judge it with pyrovi.diagnostics.psis_khat or "
+            "pyrovi.infer.log_marginal_likelihood / elbo"
+        )
 
 
 def _batches(data: torch.Tensor | Sequence[torch.Tensor], batch_size: int):
@@ -124,7 +145,16 @@ def posterior_means(
         site: Latent site.
         num_samples: Draws for the Monte Carlo mean.
         batch_size: Datapoints per pass.
+
+    Returns:
+        ``(N, d)`` posterior means.
+
+    Raises:
+        TypeError: ``guide`` is a Pyro autoguide (not amortized).
+        ValueError: The guide has no latent ``site``, or it is not one vector per datapoint
+            (e.g. a global latent).
     """
+    check_amortized(guide, "posterior_means")
     out = []
     with torch.no_grad(), poutine.block():
         for batch in _batches(data, batch_size):
@@ -240,7 +270,12 @@ def kl_per_dimension(
 
     Returns:
         ``(d,)`` float64 tensor, nats.
+
+    Raises:
+        TypeError: ``guide`` is a Pyro autoguide (not amortized).
+        ValueError: ``site`` is missing, not Gaussian, or not one vector per datapoint.
     """
+    check_amortized(guide, "kl_per_dimension")
     total, n = None, 0
     with torch.no_grad(), poutine.block():
         for batch in _batches(data, batch_size):
@@ -328,7 +363,13 @@ def posterior_collapse(
 
     Returns:
         :class:`CollapseReport`.
+
+    Raises:
+        TypeError: ``guide`` is a Pyro autoguide (not amortized).
+        ValueError: ``site`` is missing, not Gaussian, or not one vector per datapoint (e.g. a
+            global latent).
     """
+    check_amortized(guide, "posterior_collapse")
     units = active_units(guide, data, threshold, site=site, batch_size=batch_size)
     kl = kl_per_dimension(model, guide, data, site=site, batch_size=batch_size)
     return CollapseReport(activity=units.activity, kl=kl, threshold=units.threshold)

@@ -17,6 +17,7 @@ of ``log q`` is dropped, so the gradient noise vanishes where q* is the exact po
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,13 +27,16 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.torch_distribution import TorchDistribution
+from pyro.poutine.util import site_is_subsample
 from torch import nn
 
-from pyrovi.diagnostics._draws import probe
+from pyrovi.diagnostics.collapse import check_amortized
 from pyrovi.diagnostics.psis import pareto_khat
-from pyrovi.infer.evidence import _as_tensors, _max_plate_nesting, elbo, log_importance_weights
+from pyrovi.infer.evidence import _as_tensors, elbo
+from pyrovi.infer.importance import inspect_model, is_deterministic, plate_frame
 from pyrovi.infer.losses import FastTrace_ELBO
 from pyrovi.infer.optim import default_adam
+from pyrovi.infer.particles import log_weights
 
 __all__ = ["InferenceGaps", "LocalGaussianGuide", "inference_gaps", "refine_guide"]
 
@@ -63,6 +67,46 @@ class _StickingTheLanding(TorchDistribution):
 
     def expand(self, batch_shape, _instance=None):  # noqa: D102
         return _StickingTheLanding(self.q.expand(batch_shape), self.q_stop.expand(batch_shape))
+
+
+def _encoded(guide: Any, encode: Callable, batch: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        out = encode(*batch)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError(
+            f"{type(guide).__name__}.encode must return (loc, scale) or (loc, scale_tril)"
+        )
+    return out
+
+
+def _traced_gaussian(guide: Callable, batch: tuple) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """The one latent site of a guide run and its Gaussian's ``(loc, scale or scale_tril)``."""
+    with torch.no_grad(), poutine.block():
+        trace = poutine.trace(guide).get_trace(*batch)
+    latents = [s for s in trace.nodes.values() if s["type"] == "sample" and not s["is_observed"]]
+    latents = [s for s in latents if not site_is_subsample(s)]
+    name = getattr(guide, "__name__", type(guide).__name__)
+    if len(latents) != 1:
+        raise TypeError(
+            f"guide must be an amortized Gaussian guide with encode(x) -> (loc, scale), or draw "
+            f"one latent site from a Gaussian; {name} draws {[s['name'] for s in latents]}"
+        )
+    site = latents[0]
+    fn, b = site["fn"], batch[0].shape[0]
+    base = fn
+    while isinstance(base, dist.Independent | dist.ExpandedDistribution | dist.MaskedDistribution):
+        base = base.base_dist
+    shape = tuple(site["value"].shape)
+    if isinstance(base, dist.MultivariateNormal) and len(shape) == 2 and shape[0] == b:
+        return site["name"], base.loc.expand(shape), base.scale_tril.expand(shape + shape[-1:])
+    if isinstance(base, dist.Normal) and len(shape) == 2 and shape[0] == b and fn.event_dim == 1:
+        return site["name"], base.loc.expand(shape), base.scale.expand(shape)
+    raise TypeError(
+        "guide must be an amortized Gaussian guide with encode(x) -> (loc, scale), or draw its "
+        f"latent from Normal(loc, scale).to_event(1) or MultivariateNormal with one "
+        f"(z_dim,) vector per datapoint; {name} draws '{site['name']}' of shape {shape} from "
+        f"{type(base).__name__}"
+    )
 
 
 class LocalGaussianGuide(nn.Module):
@@ -107,23 +151,26 @@ class LocalGaussianGuide(nn.Module):
             self.log_scale = nn.Parameter(scale.detach().log().clone())
 
     @classmethod
-    def from_encoder(cls, guide: nn.Module, *batch: torch.Tensor, plate: str = "data"):
-        """Initialize from an amortized guide's ``encode(*batch)`` (e.g. AmortizedNormal)."""
+    def from_encoder(cls, guide: Callable, *batch: torch.Tensor, plate: str = "data"):
+        """Initialize from an amortized guide for this batch.
+
+        A guide with ``encode(*batch)`` returning ``(loc, scale)`` or ``(loc, scale_tril)``
+        (e.g. :class:`~pyrovi.guides.AmortizedNormal`) is asked for them; any other amortized
+        guide (e.g. a function that calls ``pyro.module("encoder", net)``) is run once and the
+        parameters are read from the distribution of its one latent site: ``Normal(loc,
+        scale).to_event(1)`` or ``MultivariateNormal`` with batch shape ``(B,)``.
+
+        Raises:
+            TypeError: A Pyro autoguide, or a guide whose latent is not such a Gaussian.
+        """
+        check_amortized(guide, "inference_gaps")
         encode = getattr(guide, "encode", None)
-        if not callable(encode):
-            raise TypeError(
-                "guide must be an amortized Gaussian guide with encode(x) -> (loc, scale) or "
-                "(loc, scale_tril), like AmortizedNormal or AmortizedMultivariateNormal; got "
-                f"{type(guide).__name__}"
-            )
-        with torch.no_grad():
-            out = encode(*batch)
-        if not (isinstance(out, tuple) and len(out) == 2):
-            raise TypeError(
-                f"{type(guide).__name__}.encode must return (loc, scale) or (loc, scale_tril)"
-            )
-        site = getattr(guide, "site", "z")
-        return cls(out[0], out[1], site=site, plate=getattr(guide, "plate", plate))
+        if callable(encode):
+            loc, scale = _encoded(guide, encode, batch)
+            site = getattr(guide, "site", "z")
+        else:
+            site, loc, scale = _traced_gaussian(guide, batch)
+        return cls(loc, scale, site=site, plate=getattr(guide, "plate", plate))
 
     @property
     def batch_size(self) -> int:
@@ -219,15 +266,25 @@ def refine_guide(
     params = list(local.parameters())
     opt = default_adam(params, lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr / 100)
-    loss_fn = FastTrace_ELBO(
-        num_particles=num_particles,
-        vectorize_particles=num_particles > 1,
-        max_plate_nesting=_max_plate_nesting(model, local, batch, {}),
-    )
+    nesting = inspect_model(model, local, batch, {}, plate).nesting
+    loss_fn = FastTrace_ELBO(num_particles, num_particles > 1, max_plate_nesting=nesting)
     b = local.batch_size
     with pyro.validation_enabled(False), poutine.block():
-        for _ in range(steps):
-            loss = loss_fn.differentiable_loss(model, local.sticking_the_landing, *batch)
+        for step in range(steps):
+            try:
+                loss = loss_fn.differentiable_loss(model, local.sticking_the_landing, *batch)
+            except Exception as err:  # a model that does not broadcast over the particle plate
+                if step > 0 or not loss_fn.vectorize_particles:
+                    raise
+                warnings.warn(
+                    f"refine_guide: the model could not be evaluated with the particles "
+                    f"vectorized in an outer plate ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0]}); drawing the {num_particles} particles one at "
+                    "a time instead (slower)",
+                    stacklevel=3,
+                )
+                loss_fn = FastTrace_ELBO(num_particles, False, max_plate_nesting=nesting)
+                loss = loss_fn.differentiable_loss(model, local.sticking_the_landing, *batch)
             grads = torch.autograd.grad(loss, params)
             for p, g in zip(params, grads):
                 p.grad = g
@@ -309,26 +366,39 @@ def _log_weights(
     model: Callable, guide: Callable, batch: tuple, num_samples: int, max_per_pass: int, plate: str
 ) -> torch.Tensor:
     """``(num_samples, B)`` log importance weights, drawn in passes of bounded size."""
+    layout = inspect_model(model, guide, batch, {}, plate, caller="inference_gaps")
     per_pass = max(1, max_per_pass // batch[0].shape[0])
-    parts = []
-    for start in range(0, num_samples, per_pass):
-        k = min(per_pass, num_samples - start)
-        parts.append(log_importance_weights(model, guide, *batch, num_samples=k, plate=plate))
-    return torch.cat(parts)
+    return log_weights(
+        model, guide, batch, {}, layout, num_samples, per_pass, vectorize=None,
+        caller="inference_gaps",
+    )  # fmt: skip
 
 
-def _check_local(model: Callable, guide: nn.Module, batch: tuple, plate: str) -> None:
+def _check_local(model: Callable, guide: Callable, batch: tuple, plate: str) -> None:
     """The model's only latent must be the guide's site, per datapoint in ``plate``."""
-    site = getattr(guide, "site", "z")
-    plate = getattr(guide, "plate", plate)
-    p = probe(model, guide, batch, {}, plate)
-    if not p.local or p.latent_names != [site]:
+    check_amortized(guide, "inference_gaps")
+    layout = inspect_model(model, guide, batch, {}, plate, caller="inference_gaps")
+    site = getattr(guide, "site", None)
+    latents = layout.guide_latents
+    if layout.enumerated:
         raise ValueError(
-            f"inference_gaps needs a model whose only latent site is the guide's per-datapoint "
-            f"site '{site}' inside plate '{plate}', with every observed site inside it too; got "
-            f"guide latent sites {p.latent_names} ("
-            + ("all per-datapoint" if p.local else "some outside the plate")
-            + ")"
+            f"inference_gaps: model site(s) {layout.enumerated} are enumerated, not sampled by "
+            "the guide; the per-datapoint Gaussian refinement needs the guide to draw every "
+            "latent: use log_marginal_likelihood and psis_khat for this model"
+        )
+    if not layout.local or len(latents) != 1 or (site is not None and latents != [site]):
+        outside = [
+            n
+            for n, s in {**layout.model_sites, **layout.guide_sites}.items()
+            if plate_frame(s, plate) is None and not is_deterministic(s)
+        ]
+        raise ValueError(
+            "inference_gaps needs a model whose only latent site is the guide's per-datapoint "
+            f"site{f' {site!r}' if site else ''} inside plate '{plate}', with every observed site "
+            f"inside it too (local latents, amortized guide); got guide latent sites {latents}"
+            + (f", and site(s) {outside} outside the plate" if outside else "")
+            + ". For global latents there is one evidence for the whole data set: use "
+            "pyrovi.infer.log_marginal_likelihood / elbo and pyrovi.diagnostics.psis_khat"
         )
 
 

@@ -18,12 +18,18 @@ import torch
 import pyrovi
 from pyrovi.diagnostics._arviz import from_dict, from_netcdf
 from pyrovi.diagnostics._draws import SiteDraws, draw_posterior
+from pyrovi.infer.particles import resolve_vectorize
 
 __all__ = ["to_inference_data", "load_inference_data"]
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
+
+
+def _float64(t: torch.Tensor) -> np.ndarray:
+    """Log-densities for ArviZ in float64 (``az.loo`` can give NaN on float32 values)."""
+    return t.detach().double().cpu().numpy()
 
 
 def _site_dims(site: SiteDraws, plate: str) -> list[str]:
@@ -49,7 +55,8 @@ def to_inference_data(
     coords: Mapping[str, Sequence[Any]] | None = None,
     dims: Mapping[str, Sequence[str]] | None = None,
     plate: str = "data",
-    parallel: bool = False,
+    vectorize: bool | None = None,
+    parallel: bool | None = None,
     **kwargs: Any,
 ):
     """Posterior draws of an SVI guide as an ``arviz.InferenceData``.
@@ -71,6 +78,11 @@ def to_inference_data(
     * ``attrs``: ``inference_library`` (pyro), its version, ``pyrovi_version``, ``guide``,
       ``num_samples``.
 
+    Discrete sites the model enumerates (``infer={"enumerate": "parallel"}``, not sampled by the
+    guide, e.g. a mixture's assignments) are summed out: they are not in ``posterior``, and the
+    log-likelihood of an observation that depends on them is ``log Σ_d p(d | z) p(x_i | d, z)``
+    per datapoint (what ``az.loo`` needs). The posterior predictive draws them from the model.
+
     The dimension of plate ``plate`` is named after the plate (``"data"``), with coordinates
     ``0..N-1`` unless ``coords`` gives others; any other axis ``i`` of a site ``name`` is called
     ``name_dim_i``, the same in every group. For the VAE of :class:`pyrovi.models.VAE` with
@@ -88,10 +100,16 @@ def to_inference_data(
         num_samples: Number of posterior draws S.
         coords: Extra coordinates, dimension name -> values (passed to ``arviz.from_dict``).
         dims: Dimension names per variable, overriding the defaults above.
-        plate: Name of the per-datapoint plate.
-        parallel: Draw all S samples in one vectorized pass (an outer ``pyro.plate``); needs a
-            model that broadcasts over it. Default: one draw at a time, which works for any
-            model.
+        plate: Name of the per-datapoint plate. Its size comes from the site values, so an
+            unsized ``pyro.plate("data")`` works, and so does a guide whose plate is unsized
+            while the model's is sized. A subsampling plate (``subsample=idx`` or
+            ``subsample_size=``) gives the draws of the datapoints it holds (one subsample for
+            all draws), with their indices as coordinates and pointwise log-likelihoods without
+            Pyro's ``N / B`` scale; ``lp`` and ``log_weight`` keep it.
+        vectorize: True: draw all S samples in vectorized passes (an outer ``pyro.plate``; the
+            model must broadcast over it); False: one draw at a time (any model); None: try the
+            plate and fall back to one at a time, with a ``UserWarning``, when it fails.
+        parallel: Older name of ``vectorize``.
         **kwargs: Model keyword arguments.
 
     Returns:
@@ -99,12 +117,23 @@ def to_inference_data(
 
     Raises:
         ValueError: ``num_samples`` is not a positive integer; the guide misses a latent site of
-            the model; with ``parallel=True``, a site does not broadcast over the draws.
+            the model; enumerated sites shared by several observations; with
+            ``vectorize=True``, a site does not broadcast over the draws.
         TypeError: ``coords`` or ``dims`` is not a mapping.
     """
     coords = _check_mapping("coords", coords)
     dims = _check_mapping("dims", dims)
-    draws = draw_posterior(model, guide, args, kwargs, num_samples, plate=plate, parallel=parallel)
+    vectorize = resolve_vectorize(vectorize, parallel)
+    draws = draw_posterior(
+        model,
+        guide,
+        args,
+        kwargs,
+        num_samples,
+        plate=plate,
+        vectorize=vectorize,
+        caller="to_inference_data",
+    )
 
     posterior, predictive, log_lik, observed = {}, {}, {}, {}
     var_dims: dict[str, list[str]] = {}
@@ -112,19 +141,22 @@ def to_inference_data(
         var_dims[name] = _site_dims(site, plate)
         if site.kind == "observed":
             observed[name] = _numpy(site.observed)
-            log_lik[name] = _numpy(site.log_likelihood)[None]
+            log_lik[name] = _float64(site.log_likelihood)[None]
             if site.predictive is not None:
                 predictive[name] = _numpy(site.predictive)[None]
         else:
             posterior[name] = _numpy(site.values)[None]
     stats = {
-        "lp": _numpy(draws.lp)[None],
-        "log_weight": _numpy(draws.log_weight)[None],
+        "lp": _float64(draws.lp)[None],
+        "log_weight": _float64(draws.log_weight)[None],
     }
     if draws.pointwise_log_weight is not None:
-        stats["pointwise_log_weight"] = _numpy(draws.pointwise_log_weight)[None]
+        stats["pointwise_log_weight"] = _float64(draws.pointwise_log_weight)[None]
         var_dims["pointwise_log_weight"] = [plate]
     if draws.num_data is not None:
+        index = draws.data_index
+        if index is not None and index.numel() == draws.num_data:
+            coords.setdefault(plate, _numpy(index))
         coords.setdefault(plate, np.arange(draws.num_data))
     var_dims.update({k: list(v) for k, v in dims.items()})
     attrs = {

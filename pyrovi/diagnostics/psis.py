@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyrovi.diagnostics._draws import draw_posterior, probe
-from pyrovi.infer.evidence import log_importance_weights
+from pyrovi.infer.importance import inspect_model
+from pyrovi.infer.particles import log_weights, resolve_vectorize
 
 __all__ = ["GOOD_KHAT", "BAD_KHAT", "psis", "pareto_khat", "psis_khat", "ParetoKHat"]
 
@@ -256,16 +256,19 @@ def psis_khat(
     *args: Any,
     num_samples: int = 1000,
     plate: str = "data",
-    parallel: bool = False,
+    vectorize: bool | None = None,
+    parallel: bool | None = None,
     max_samples_per_pass: int = 16384,
     **kwargs: Any,
 ) -> ParetoKHat:
     """Pareto k-hat of the importance weights ``p(x, z) / q(z)`` of a guide's draws.
 
-    With an amortized guide whose latents are all per-datapoint (every sample site inside plate
-    ``plate``), the weights factorize over datapoints and there is one k-hat per datapoint,
-    from :func:`pyrovi.infer.log_importance_weights`. Otherwise (global latents) there is one
-    k-hat for the joint weights of all latents given all the data.
+    With an amortized guide whose latents are all per-datapoint (every scored site inside plate
+    ``plate``), the weights factorize over datapoints and there is one k-hat per datapoint.
+    Otherwise (global latents, or no plate at all) there is one k-hat for the joint weights of
+    all latents given all the data. The weights are those of
+    :func:`pyrovi.infer.log_importance_weights` (each site's scale and mask applied; discrete
+    sites the model enumerates summed out).
 
     Args:
         model: Pyro model, called as ``model(*args, **kwargs)``.
@@ -274,8 +277,10 @@ def psis_khat(
         num_samples: Draws S from the guide (at least 21; a few hundred or more for a stable
             estimate).
         plate: Name of the per-datapoint plate.
-        parallel: For global latents, draw all S at once in an outer plate (the model must
-            broadcast over it); per-datapoint weights are always vectorized.
+        vectorize: True: draw in an outer ``pyro.plate`` (errors propagate); False: one draw at
+            a time (any model); None: try the plate and fall back to one at a time, with a
+            ``UserWarning``, when the model raises under it or the shapes come out wrong.
+        parallel: Older name of ``vectorize``.
         max_samples_per_pass: Bound on datapoints × draws evaluated in one vectorized pass.
         **kwargs: Model keyword arguments.
 
@@ -290,28 +295,19 @@ def psis_khat(
             f"num_samples must be an integer >= 21 (PSIS fits a tail of at least 5 draws), "
             f"got {num_samples!r}"
         )
-    p = probe(model, guide, args, kwargs, plate)
-    if p.local:
-        per_pass = max(1, int(max_samples_per_pass) // p.num_data)
-        parts = []
-        for start in range(0, num_samples, per_pass):
-            k = min(per_pass, num_samples - start)
-            parts.append(
-                log_importance_weights(model, guide, *args, num_samples=k, plate=plate, **kwargs)
-            )
-        log_w = torch.cat(parts)
-    else:
-        draws = draw_posterior(
+    vectorize = resolve_vectorize(vectorize, parallel)
+    with torch.no_grad():
+        layout = inspect_model(model, guide, args, kwargs, plate, caller="psis_khat")
+        log_w = log_weights(
             model,
             guide,
             args,
             kwargs,
+            layout,
             num_samples,
-            plate=plate,
-            parallel=parallel,
-            predictive=False,
-            probed=p,
+            max(1, int(max_samples_per_pass) // (layout.num_data or 1)),
+            vectorize=vectorize,
+            caller="psis_khat",
         )
-        log_w = draws.log_weight
     _, khat = psis(log_w)
-    return ParetoKHat(khat=khat.to(log_w.device), log_weights=log_w, pointwise=p.local)
+    return ParetoKHat(khat=khat.to(log_w.device), log_weights=log_w, pointwise=layout.local)

@@ -1,21 +1,34 @@
-"""Per-datapoint evidence estimates: the ELBO and the importance-weighted bound (IWAE)."""
+"""Evidence estimates: the ELBO and the importance-weighted bound (IWAE).
+
+Two layouts (see :mod:`pyrovi.infer.importance`, which computes the weights):
+
+* **local latents**: every scored site (the model's sample sites and the guide's latents) is a
+  per-datapoint site of plate ``plate`` (an amortized guide, e.g. a VAE). The weights factorize
+  over datapoints and the estimates are per datapoint, ``(N,)``.
+* **global latents** (anything else: a latent outside the plate, a model with no plate at all):
+  there is one evidence for the whole data set. The estimates are 0-d tensors: IWAE over the
+  joint draw of all latents, all data at once.
+
+Each site's scale and mask are applied as Pyro does; discrete sites the model enumerates
+(``infer={"enumerate": "parallel"}``, not sampled by the guide) are summed out exactly. With a
+subsampling plate (``pyro.plate("data", N, subsample=idx)``) the global estimates keep Pyro's
+``N / B`` scale (an estimate for all N datapoints) and the per-datapoint ones are for the B
+datapoints of the call (the ``N / B`` is divided out).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+import numbers
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import pyro
 import torch
-from pyro import poutine
-from pyro.distributions.util import scale_and_mask
 
-from pyrovi.infer.losses import _GuideRecorder, _ModelReplayer
+from pyrovi.infer.importance import inspect_model
+from pyrovi.infer.particles import check_vectorize, log_weights, weight_passes
 
 __all__ = ["log_importance_weights", "log_marginal_likelihood", "elbo"]
-
-_PARTICLE_PLATE = "_pyrovi_importance_samples"
 
 
 def _as_tensors(data: torch.Tensor | Sequence[torch.Tensor], name: str = "data") -> tuple:
@@ -31,96 +44,24 @@ def _as_tensors(data: torch.Tensor | Sequence[torch.Tensor], name: str = "data")
     return tensors
 
 
-def _max_plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> int:
-    with poutine.block(), torch.no_grad():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
-    dims = [
-        f.dim
-        for trace in (guide_trace, model_trace)
-        for site in trace.nodes.values()
-        if site["type"] == "sample"
-        for f in site["cond_indep_stack"]
-        if f.vectorized
-    ]
-    return -min(dims) if dims else 0
+def _positive(name: str, value: Any, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        expected = "a positive integer or None" if allow_none else "a positive integer"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return int(value)
 
 
-def _per_datapoint(site: dict[str, Any], nesting: int, plate: str) -> torch.Tensor:
-    """Log-density of one site reduced to shape ``(K, B)`` (K particles, B datapoints)."""
-    frames = [f for f in site["cond_indep_stack"] if f.name == plate]
-    if not frames:
-        kind = "observed" if site["is_observed"] else "latent"
-        raise ValueError(
-            f"{kind} site '{site['name']}' is outside the plate '{plate}': per-datapoint evidence "
-            f"needs every site to be a per-datapoint site inside pyro.plate('{plate}', ...) "
-            "(global latents have no per-datapoint log-density)"
-        )
-    log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
-    log_p = scale_and_mask(log_p, site["scale"], site["mask"])
-    total = nesting + 1
-    if not isinstance(log_p, torch.Tensor):
-        log_p = torch.as_tensor(log_p)
-    log_p = log_p.reshape((1,) * (total - log_p.dim()) + tuple(log_p.shape))
-    data_axis = total + frames[0].dim
-    other = [a for a in range(1, total) if a != data_axis]
-    if other:
-        log_p = log_p.sum(dim=other, keepdim=True)
-    return log_p.reshape(log_p.shape[0], log_p.shape[data_axis])
+def _reduce(parts: list[torch.Tensor], num_samples: int, reduce: str) -> torch.Tensor:
+    """``parts``: log weights ``(k_i, ...)`` of every pass -> IWAE or mean over all particles."""
+    if reduce == "logsumexp":
+        lse = torch.stack([torch.logsumexp(p, 0) for p in parts])
+        return torch.logsumexp(lse, 0) - math.log(num_samples)
+    return torch.stack([p.sum(0) for p in parts]).sum(0) / num_samples
 
 
-def _is_deterministic(site: dict[str, Any]) -> bool:
-    """``pyro.deterministic`` sites: log-density 0 wherever they are (even outside the plate)."""
-    return bool(site.get("infer", {}).get("_deterministic"))
-
-
-def _is_auxiliary(site: dict[str, Any]) -> bool:
-    """Auxiliary guide sites (``infer={"is_auxiliary": True}``) are not latents of the model."""
-    return bool(site.get("infer", {}).get("is_auxiliary"))
-
-
-def _chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
-
-
-def _log_weights_batch(
-    model: Callable, guide: Callable, args: tuple, kwargs: dict, k: int, nesting: int, plate: str
-) -> torch.Tensor:
-    particle_plate = pyro.plate(_PARTICLE_PLATE, k, dim=-(nesting + 1))
-    recorder = _GuideRecorder()
-    with recorder:
-        particle_plate(guide)(*args, **kwargs)
-    replayer = _ModelReplayer(recorder.sites)
-    with replayer:
-        particle_plate(model)(*args, **kwargs)
-    batch = args[0].shape[0]
-    log_w: Any = 0.0
-    for site in replayer.sites:
-        if not _is_deterministic(site):
-            log_w = log_w + _per_datapoint(site, nesting, plate)
-    for site in recorder.sites.values():
-        if not site["is_observed"] and not _is_deterministic(site) and not _is_auxiliary(site):
-            log_w = log_w - _per_datapoint(site, nesting, plate)
-    if not isinstance(log_w, torch.Tensor):
-        return args[0].new_zeros((k, batch), dtype=torch.get_default_dtype())
-    return log_w.expand(k, batch)
-
-
-def _check_common(num_samples: int, batch_size: int | None, max_samples_per_pass: int) -> None:
-    if int(num_samples) < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    if batch_size is not None and int(batch_size) < 1:
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    if int(max_samples_per_pass) < 1:
-        raise ValueError(
-            f"max_samples_per_pass must be a positive integer, got {max_samples_per_pass!r}"
-        )
-
-
-def _reduce_log_weights(
+def _estimate(
     model: Callable,
     guide: Callable,
     data: torch.Tensor | Sequence[torch.Tensor],
@@ -128,36 +69,42 @@ def _reduce_log_weights(
     batch_size: int | None,
     max_samples_per_pass: int,
     plate: str,
+    vectorize: bool | None,
     reduce: str,
     kwargs: dict,
 ) -> torch.Tensor:
-    _check_common(num_samples, batch_size, max_samples_per_pass)
+    caller = "log_marginal_likelihood" if reduce == "logsumexp" else "elbo"
+    num_samples = _positive("num_samples", num_samples)
+    batch_size = _positive("batch_size", batch_size, allow_none=True)
+    max_samples_per_pass = _positive("max_samples_per_pass", max_samples_per_pass)
+    check_vectorize(vectorize)
     tensors = _as_tensors(data)
     n = tensors[0].shape[0]
-    batch_size = min(n, int(batch_size) if batch_size else 256)
-    out = []
+    size = min(n, batch_size or 256)
     with torch.no_grad():
-        nesting = _max_plate_nesting(model, guide, tuple(t[:1] for t in tensors), kwargs)
-        for rows in _chunks(n, batch_size):
-            args = tuple(t[rows] for t in tensors)
-            b = args[0].shape[0]
-            k_pass = max(1, min(int(num_samples), int(max_samples_per_pass) // b))
-            acc = None
-            for ks in _chunks(int(num_samples), k_pass):
-                log_w = _log_weights_batch(
-                    model, guide, args, kwargs, ks.stop - ks.start, nesting, plate
-                )
-                if reduce == "logsumexp":
-                    part = torch.logsumexp(log_w, dim=0)
-                    acc = part if acc is None else torch.logaddexp(acc, part)
-                else:
-                    part = log_w.sum(dim=0)
-                    acc = part if acc is None else acc + part
-            if reduce == "logsumexp":
-                out.append(acc - math.log(int(num_samples)))
-            else:
-                out.append(acc / int(num_samples))
-    return torch.cat(out)
+        layout = inspect_model(
+            model, guide, tuple(t[:size] for t in tensors), kwargs, plate, caller=caller
+        )
+        chunks = range(0, n, size) if layout.local else [0]
+        out = []
+        for start in chunks:
+            args = tuple(t[start : start + size] for t in tensors) if layout.local else tensors
+            passes = weight_passes(
+                model,
+                guide,
+                args,
+                kwargs,
+                layout,
+                num_samples,
+                max_samples_per_pass // args[0].shape[0],
+                vectorize=vectorize,
+                caller=caller,
+                check=start == 0,  # particle 0 is checked on the first chunk only
+            )
+            if not passes.vectorized:  # fell back: no more vectorized attempts in this call
+                vectorize = False
+            out.append(_reduce(passes.results, num_samples, reduce))
+    return torch.cat(out) if layout.local else out[0]
 
 
 def log_importance_weights(
@@ -166,27 +113,50 @@ def log_importance_weights(
     *args: Any,
     num_samples: int = 1,
     plate: str = "data",
+    vectorize: bool | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
-    """Per-datapoint log importance weights ``log p(x, z_k) - log q(z_k | x)``.
+    """Log importance weights ``log p(x, z_k) - log q(z_k | x)`` of K draws from the guide.
 
-    The ``num_samples`` draws are vectorized in an outer plate. Every sample site must lie
-    inside the per-datapoint plate ``plate``.
+    Each site's scale and mask are applied as Pyro does. A subsampling plate
+    (``pyro.plate("data", N, subsample=idx)`` or ``subsample_size=``) scales its sites by
+    ``N / B``: global estimates keep that (an estimate for all N datapoints); per-datapoint ones
+    are for the B datapoints in the call (the ``N / B`` divided out). Discrete sites the model
+    enumerates (``infer={"enumerate": "parallel"}``) are summed out exactly.
 
     Args:
         model: Pyro model, called as ``model(*args, **kwargs)``.
         guide: Pyro guide with the same signature.
-        *args: Model arguments; ``args[0]`` has the datapoints along its first dimension.
+        *args: Model arguments.
         num_samples: Number of draws K from the guide.
         plate: Name of the per-datapoint plate.
+        vectorize: True: draw the K particles in one outer ``pyro.plate`` (the model must
+            broadcast over it; errors propagate); False: one particle at a time (any model);
+            None: try the plate and fall back to one at a time, with a ``UserWarning``, when
+            the model raises under it or the shapes come out wrong.
+        **kwargs: Model keyword arguments.
 
     Returns:
-        Tensor of shape ``(K, B)`` in nats.
+        ``(K, B)`` per-datapoint weights (B datapoints in plate ``plate``) when every scored
+        site is inside the plate; else ``(K,)`` joint weights of all latents given all the data.
+        Nats.
     """
-    _check_common(num_samples, None, 1)
+    num_samples = _positive("num_samples", num_samples)
+    check_vectorize(vectorize)
+    caller = "log_importance_weights"
     with torch.no_grad():
-        nesting = _max_plate_nesting(model, guide, args, kwargs)
-        return _log_weights_batch(model, guide, args, kwargs, int(num_samples), nesting, plate)
+        layout = inspect_model(model, guide, args, kwargs, plate, caller=caller)
+        return log_weights(
+            model,
+            guide,
+            args,
+            kwargs,
+            layout,
+            num_samples,
+            num_samples,
+            vectorize=vectorize,
+            caller=caller,
+        )
 
 
 def log_marginal_likelihood(
@@ -198,29 +168,48 @@ def log_marginal_likelihood(
     *,
     max_samples_per_pass: int = 16384,
     plate: str = "data",
+    vectorize: bool | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
-    """Importance-weighted estimate of ``log p(x)`` for each datapoint (the IWAE bound).
+    """Importance-weighted estimate of ``log p(x)`` (the IWAE bound).
 
-    ``log (1/K) Σ_k p(x, z_k) / q(z_k | x)`` with ``z_k ~ q(z | x)``: a lower bound in
-    expectation that tightens to ``log p(x)`` as K grows, and equals it for every K when the guide
-    is the exact posterior. Draws are vectorized and chunked so that at most
-    ``max_samples_per_pass`` (datapoints × draws) are in memory at once; computed on the data's
-    device without gradients.
+    ``log (1/K) Σ_k p(x, z_k) / q(z_k | x)`` with ``z_k ~ q``: a lower bound in expectation
+    that tightens to ``log p(x)`` as K grows, and equals it for every K when the guide is the
+    exact posterior. Computed on the data's device without gradients.
+
+    Each site's scale and mask are applied as Pyro does. A subsampling plate
+    (``pyro.plate("data", N, subsample=idx)`` or ``subsample_size=``) scales its sites by
+    ``N / B``: global estimates keep that (an estimate for all N datapoints); per-datapoint ones
+    are for the B datapoints in the call (the ``N / B`` divided out). Discrete sites the model
+    enumerates (``infer={"enumerate": "parallel"}``) are summed out exactly.
 
     Args:
-        model: Pyro model ``model(*batch, **kwargs)`` with per-datapoint sites in plate ``plate``.
-        guide: Amortized guide with the same signature.
+        model: Pyro model ``model(*data, **kwargs)``.
+        guide: Pyro guide with the same signature, sampling every latent site of the model
+            (discrete sites the model enumerates excepted).
         data: Tensor ``(N, ...)`` or tuple of tensors sharing the leading dimension N.
-        num_samples: Number of importance samples K per datapoint.
-        batch_size: Datapoints per pass (default ``min(N, 256)``).
-        max_samples_per_pass: Bound on datapoints × draws evaluated in one vectorized pass.
+        num_samples: Number of draws K from the guide (per datapoint for local latents).
+        batch_size: Local latents: datapoints per pass (default ``min(N, 256)``); global
+            latents: ignored (all data at once).
+        max_samples_per_pass: Bound on datapoints × draws evaluated in one vectorized pass
+            (global latents: N × draws).
         plate: Name of the per-datapoint plate.
+        vectorize: True: draw the particles in an outer ``pyro.plate`` (the model must
+            broadcast over it; errors propagate); False: one particle at a time (any model, e.g.
+            one that reshapes by the batch size); None: try the plate and fall back to one at a
+            time, with a ``UserWarning``, when the model raises under it or particle 0 scores
+            differently when evaluated alone.
+        **kwargs: Model keyword arguments.
 
     Returns:
-        Tensor ``(N,)``: log p(x) estimates in nats.
+        Local latents: ``(N,)``, log p(x_i) of each datapoint. Global latents: a 0-d tensor,
+        log p(x) of the whole data set. Nats.
+
+    Raises:
+        ValueError: A count is not a positive integer; the guide misses a latent of the model.
+        TypeError: ``data`` is not a tensor or tuple of tensors; ``vectorize`` not a bool/None.
     """
-    return _reduce_log_weights(
+    return _estimate(
         model,
         guide,
         data,
@@ -228,6 +217,7 @@ def log_marginal_likelihood(
         batch_size,
         max_samples_per_pass,
         plate,
+        vectorize,
         "logsumexp",
         kwargs,
     )
@@ -242,22 +232,52 @@ def elbo(
     *,
     max_samples_per_pass: int = 16384,
     plate: str = "data",
+    vectorize: bool | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
-    """Monte Carlo ELBO ``E_q[log p(x, z) - log q(z | x)]`` for each datapoint.
+    """Monte Carlo ELBO ``E_q[log p(x, z) - log q(z | x)]``, averaged over ``num_samples`` draws.
+
+    Each site's scale and mask are applied as Pyro does. A subsampling plate
+    (``pyro.plate("data", N, subsample=idx)`` or ``subsample_size=``) scales its sites by
+    ``N / B``: global estimates keep that (an estimate for all N datapoints); per-datapoint ones
+    are for the B datapoints in the call (the ``N / B`` divided out). Discrete sites the model
+    enumerates (``infer={"enumerate": "parallel"}``) are summed out exactly.
 
     Args:
-        model: Pyro model ``model(*batch, **kwargs)`` with per-datapoint sites in plate ``plate``.
-        guide: Amortized guide with the same signature.
+        model: Pyro model ``model(*data, **kwargs)``.
+        guide: Pyro guide with the same signature, sampling every latent site of the model
+            (discrete sites the model enumerates excepted).
         data: Tensor ``(N, ...)`` or tuple of tensors sharing the leading dimension N.
-        num_samples: Number of draws averaged per datapoint.
-        batch_size: Datapoints per pass (default ``min(N, 256)``).
-        max_samples_per_pass: Bound on datapoints × draws evaluated in one vectorized pass.
+        num_samples: Number of draws K from the guide (per datapoint for local latents).
+        batch_size: Local latents: datapoints per pass (default ``min(N, 256)``); global
+            latents: ignored (all data at once).
+        max_samples_per_pass: Bound on datapoints × draws evaluated in one vectorized pass
+            (global latents: N × draws).
         plate: Name of the per-datapoint plate.
+        vectorize: True: draw the particles in an outer ``pyro.plate`` (the model must
+            broadcast over it; errors propagate); False: one particle at a time (any model, e.g.
+            one that reshapes by the batch size); None: try the plate and fall back to one at a
+            time, with a ``UserWarning``, when the model raises under it or particle 0 scores
+            differently when evaluated alone.
+        **kwargs: Model keyword arguments.
 
     Returns:
-        Tensor ``(N,)``: ELBO estimates in nats.
+        Local latents: ``(N,)``, the ELBO of each datapoint. Global latents: a 0-d tensor, the
+        ELBO of the whole data set. Nats.
+
+    Raises:
+        ValueError: A count is not a positive integer; the guide misses a latent of the model.
+        TypeError: ``data`` is not a tensor or tuple of tensors; ``vectorize`` not a bool/None.
     """
-    return _reduce_log_weights(
-        model, guide, data, num_samples, batch_size, max_samples_per_pass, plate, "mean", kwargs
+    return _estimate(
+        model,
+        guide,
+        data,
+        num_samples,
+        batch_size,
+        max_samples_per_pass,
+        plate,
+        vectorize,
+        "mean",
+        kwargs,
     )

@@ -1,41 +1,47 @@
-"""``fit``: stochastic variational inference on minibatches, with checkpoints and a progress bar."""
+"""``fit``: stochastic variational inference on minibatches, with checkpoints and a progress bar.
+
+The loop, in the order a step runs: :class:`~pyrovi.infer.batches.Batches` draws a minibatch
+and unpacks it into the model's arguments; :class:`~pyrovi.infer.handlers.DataScaleMessenger`
+scales the per-datapoint terms to the full data; :func:`_step` evaluates the loss and its
+gradients and takes the optimizer step; :func:`_end_epoch` records the history, validates, steps
+the learning-rate scheduler and writes checkpoints (:class:`_Checkpoints`). Distributed training
+adds two hooks around each step (:class:`~pyrovi.infer.distributed.DistributedContext`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import os
-import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
-from pyro import poutine
 from pyro.infer import ELBO
-from pyro.infer.elbo import ELBO as _ELBOBase
-from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from pyrovi._validation import all_finite
-from pyrovi._validation import positive_int as _positive_int
+from pyrovi.infer.batches import Data, Unpacked, apply_transform, batch_size_of
 from pyrovi.infer.checkpoint import load_checkpoint, save_checkpoint
-from pyrovi.infer.distributed import DistributedContext, init_distributed, shard_bounds
-from pyrovi.infer.evidence import _as_tensors
+from pyrovi.infer.fit_setup import (
+    Run,
+    annealing_schedule,
+    check_arguments,
+    check_loss,
+    initialize,
+    is_jit,
+    prepare,
+)
 from pyrovi.infer.grad_buckets import overlaps_on
-from pyrovi.infer.handlers import DataScaleMessenger, LatentScaleMessenger
+from pyrovi.infer.handlers import DataScaleMessenger
 from pyrovi.infer.losses import FastTrace_ELBO
-from pyrovi.infer.optim import default_adam
+from pyrovi.infer.parameters import load_into, module_of, module_state, restore, snapshot
 from pyrovi.nn.registration import skip_param_registration
 
 __all__ = ["fit", "FitResult", "TrainingDivergedError", "load_into"]
-
-Data = torch.Tensor | Sequence[torch.Tensor] | DataLoader
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -49,7 +55,8 @@ class FitResult:
     Attributes:
         history: Per-epoch lists: ``train_elbo`` (training objective per datapoint, nats, with β
             and KL annealing applied), ``val_elbo`` (ELBO per validation datapoint, β = 1, when
-            ``val_data`` was given), ``epoch_time`` (seconds).
+            ``val_data`` was given), ``lr`` (learning rate of the first parameter group during
+            the epoch), ``epoch_time`` (seconds).
         epochs: Number of completed epochs (including resumed ones).
         steps: Number of optimizer steps taken in this call.
         best_epoch: Epoch (1-based) with the best validation ELBO (training objective when no
@@ -72,200 +79,66 @@ class FitResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------- argument checks
+# --------------------------------------------------------------------------- checkpoints
 
 
-def _check_finite(tensors: Sequence[torch.Tensor], name: str) -> None:
-    for i, t in enumerate(tensors):
-        if (t.is_floating_point() or t.is_complex()) and not all_finite(t):
-            bad = ~torch.isfinite(t)
-            row = int(bad.reshape(t.shape[0], -1).any(dim=1).nonzero()[0, 0])
-            where = f"tensor {i}, " if len(tensors) > 1 else ""
-            raise ValueError(
-                f"{name} contains NaN or infinite values ({where}first bad row {row}); "
-                "clean or impute the data before fitting"
-            )
+class _Checkpoints:
+    """The checkpoint file and the best-epoch file beside it; saving and resuming."""
 
+    def __init__(self, path: str | os.PathLike, writes: bool) -> None:
+        self.path = Path(path)
+        self.best = self.path.with_name(f"{self.path.stem}.best{self.path.suffix or '.pt'}")
+        self.writes = writes
 
-def _resolve_device(device: Any, modules: Sequence[Any], tensors: Sequence[torch.Tensor] | None):
-    if device is not None:
-        return torch.device(device)
-    for m in modules:
-        if isinstance(m, nn.Module):
-            for p in m.parameters():
-                return p.device
-            for b in m.buffers():
-                return b.device
-    if tensors:
-        return tensors[0].device
-    return torch.device("cpu")
-
-
-def _annealing_schedule(kl_annealing: Any) -> Callable[[float], float] | None:
-    if kl_annealing is None:
-        return None
-    if callable(kl_annealing):
-        return kl_annealing
-    if isinstance(kl_annealing, int | float) and not isinstance(kl_annealing, bool):
-        warmup = float(kl_annealing)
-        if not warmup > 0:
-            raise ValueError(
-                f"kl_annealing must be a positive number of warm-up epochs or a callable, got "
-                f"{kl_annealing!r}"
-            )
-        return lambda progress: min(1.0, progress / warmup)
-    raise ValueError(
-        f"kl_annealing must be None, a number of warm-up epochs or a callable "
-        f"(epoch progress -> weight), got {kl_annealing!r}"
-    )
-
-
-def _make_optimizer(optimizer: Any, params: list[torch.Tensor], lr: float):
-    if optimizer is None:
-        return default_adam(params, lr)
-    if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
-        return optimizer(params, lr=lr)
-    if isinstance(optimizer, torch.optim.Optimizer):
-        raise ValueError(
-            "optimizer must be an optimizer class or a factory params -> optimizer, not an "
-            "instance (fit creates it once the parameters are known), e.g. "
-            "optimizer=torch.optim.AdamW or optimizer=lambda p: torch.optim.SGD(p, lr=0.1)"
-        )
-    if callable(optimizer):
-        opt = optimizer(params)
-        if not isinstance(opt, torch.optim.Optimizer):
-            raise ValueError(
-                f"optimizer factory must return a torch.optim.Optimizer, got {type(opt).__name__}"
-            )
-        return opt
-    raise ValueError(f"optimizer must be None, a torch.optim class or a factory, got {optimizer!r}")
-
-
-def _is_jit(loss: Any) -> bool:
-    return "Jit" in type(loss).__name__
-
-
-# --------------------------------------------------------------------------- data iteration
-
-
-class _Batches:
-    """Minibatches of tensor data (shuffled with a private generator) or of a DataLoader."""
-
-    def __init__(
-        self,
-        data: Data,
-        batch_size: int | None,
-        device: torch.device,
-        name: str,
-        shuffle: bool,
-        drop_last: bool,
-    ) -> None:
-        self.loader: DataLoader | None = None
-        if isinstance(data, DataLoader):
-            if batch_size is not None and batch_size != data.batch_size:
-                raise ValueError(
-                    f"batch_size={batch_size} conflicts with the DataLoader's batch_size="
-                    f"{data.batch_size}; leave batch_size=None when passing a DataLoader"
-                )
-            self.loader = data
-            self.n = len(data.dataset)  # type: ignore[arg-type]
-            self.tensors: tuple = ()
-            self.batch_size = data.batch_size or 1
-        else:
-            self.tensors = tuple(t.to(device) for t in _as_tensors(data, name))
-            self.n = self.tensors[0].shape[0]
-            self.batch_size = min(_positive_int("batch_size", batch_size or 128), self.n)
-        if self.n == 0:
-            raise ValueError(f"{name} is empty")
-        self.device = device
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.shard: DistributedContext | None = None  # set by fit(distributed=True)
-
-    def __len__(self) -> int:
-        if self.loader is not None:
-            return len(self.loader)
-        if self.drop_last:
-            return max(1, self.n // self.batch_size)
-        return math.ceil(self.n / self.batch_size)
-
-    def iterate(self, generator: torch.Generator | None) -> Iterator[tuple]:
-        if self.loader is not None:
-            for batch in self.loader:
-                batch = (batch,) if isinstance(batch, torch.Tensor) else tuple(batch)
-                yield tuple(t.to(self.device) for t in batch)
+    def save(self, run: Run, result: FitResult, is_best: bool) -> None:
+        if not self.writes:
             return
-        if self.shuffle:
-            order = torch.randperm(self.n, generator=generator).to(self.device)
-        else:
-            order = None
-        for i in range(len(self)):
-            lo, hi = i * self.batch_size, min(self.n, (i + 1) * self.batch_size)
-            if self.shard is not None:  # this process's part of the global batch
-                lo, hi = shard_bounds(lo, hi, self.shard.rank, self.shard.world)
-            if order is None:
-                yield tuple(t[lo:hi] for t in self.tensors)
-            else:
-                idx = order[lo:hi]
-                yield tuple(t[idx] for t in self.tensors)
+        cuda = run.device.type == "cuda"
+        state = {
+            "epoch": result.epochs,
+            "params": snapshot(run.params),
+            "model_state": module_state(run.model),
+            "guide_state": module_state(run.guide),
+            "optimizer": run.opt.state_dict(),
+            "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "shuffle_rng": run.generator.get_state(),
+            "cuda_rng": torch.cuda.get_rng_state(run.device) if cuda else None,
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            "best_elbo": result.best_elbo,
+            "best_state": result.best_state,
+        }
+        save_checkpoint(self.path, state)
+        if is_best:
+            save_checkpoint(self.best, state)
 
-
-# --------------------------------------------------------------------------- parameters
-
-
-def _collect_parameters(
-    model: Callable, guide: Callable, param_trace: poutine.Trace
-) -> dict[str, torch.Tensor]:
-    named: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for prefix, fn in (("model", model), ("guide", guide)):
-        if isinstance(fn, nn.Module):
-            for name, p in fn.named_parameters():
-                if p.requires_grad and id(p) not in seen:
-                    named[f"{prefix}.{name}"] = p
-                    seen.add(id(p))
-    for name in sorted(param_trace.nodes):
-        site = param_trace.nodes[name]
-        if site["type"] != "param":
-            continue
-        value = site["value"]
-        p = value.unconstrained() if hasattr(value, "unconstrained") else value
-        if p.requires_grad and id(p) not in seen:
-            named[f"param.{name}"] = p
-            seen.add(id(p))
-    return named
-
-
-def _snapshot(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in params.items()}
-
-
-def _module_state(fn: Callable) -> dict[str, torch.Tensor] | None:
-    """``state_dict`` (parameters and buffers) of a module on CPU, ``None`` for a function."""
-    if not isinstance(fn, nn.Module):
-        return None
-    return {k: v.detach().cpu().clone() for k, v in fn.state_dict().items()}
-
-
-def _restore(params: dict[str, torch.Tensor], saved: dict[str, torch.Tensor], what: str) -> None:
-    missing = sorted(set(params) - set(saved))
-    if missing:
-        raise ValueError(f"{what} lacks parameters {missing[:5]}; was it saved for another model?")
-    with torch.no_grad():
-        for k, p in params.items():
-            if saved[k].shape != p.shape:
-                raise ValueError(
-                    f"{what}: parameter {k} has shape {tuple(saved[k].shape)}, expected "
-                    f"{tuple(p.shape)}"
-                )
-            p.copy_(saved[k])
+    def resume(self, run: Run, result: FitResult) -> int:
+        """Restore the state of the last saved epoch; return that epoch (0 without a file)."""
+        if not self.path.is_file():
+            return 0
+        state = load_checkpoint(self.path)
+        for fn, key in ((run.model, "model_state"), (run.guide, "guide_state")):
+            module = module_of(fn)
+            if module is not None and state.get(key) is not None:
+                module.load_state_dict(state[key])  # buffers (e.g. batch-norm statistics) too
+        restore(run.params, state["params"], f"checkpoint {self.path}")
+        run.opt.load_state_dict(state["optimizer"])
+        if run.scheduler is not None and state.get("scheduler") is not None:
+            run.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        run.generator.set_state(state["shuffle_rng"])
+        if run.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], run.device)
+        result.history = {k: list(v) for k, v in state["history"].items()}
+        result.best_epoch = state.get("best_epoch")
+        result.best_elbo = state.get("best_elbo")
+        result.best_state = state.get("best_state")
+        result.epochs = int(state["epoch"])
+        return result.epochs
 
 
 # --------------------------------------------------------------------------- the loop
-
-
-def _empty_guide(*args: Any, **kwargs: Any) -> None:
-    """The guide of a model without latent sites (maximum likelihood)."""
 
 
 def fit(
@@ -277,6 +150,7 @@ def fit(
     batch_size: int | None = None,
     optimizer: Any = None,
     lr: float = 1e-3,
+    scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
     loss: ELBO | None = None,
     num_particles: int = 1,
     device: Any = None,
@@ -288,35 +162,44 @@ def fit(
     progress: bool = True,
     seed: int | None = None,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    unpack: Callable[[Any], Unpacked] | None = None,
     plate: str = "data",
     distributed: bool = False,
 ) -> FitResult:
     """Fit a Pyro model and guide by stochastic variational inference on minibatches.
 
-    Each step draws a minibatch, evaluates the negative ELBO with the per-datapoint terms (the
-    sites inside ``pyro.plate(plate, ...)``) scaled by ``N / batch`` so the estimate is unbiased
-    for the full data set while global latents are counted once, and takes one optimizer step
-    over every parameter of the model and guide (``nn.Module`` parameters and ``pyro.param``
-    sites). β (a model's ``beta`` attribute) and the KL-annealing weight multiply the log-density
-    of the latent sites in both model and guide.
+    Each step draws a minibatch, unpacks it into ``model(*args, **kwargs)``, evaluates the
+    negative ELBO with the per-datapoint terms (the sites inside ``pyro.plate(plate, ...)``)
+    scaled to the N datapoints of the data set, so the estimate is unbiased for the full data
+    while global latents are counted once, and takes one optimizer step over every parameter of
+    the model and guide (``nn.Module`` parameters and ``pyro.param`` sites). A plate that
+    subsamples itself (``pyro.plate("data", N, subsample=idx)`` or ``subsample_size=``) is
+    already scaled by Pyro and is not scaled again. β (a model's ``beta`` attribute) and the
+    KL-annealing weight multiply the log-density of the latent sites in both model and guide.
 
     The default loss is :class:`~pyrovi.infer.FastTrace_ELBO`, Pyro's Trace_ELBO estimator with
     less per-step bookkeeping. The first step runs with Pyro validation enabled (shape and
     support checks, model input checks); the others run without.
 
     Args:
-        model: Pyro model called as ``model(*batch)``.
+        model: Pyro model called as ``model(*args, **kwargs)`` with each unpacked batch.
         guide: Pyro guide with the same signature; ``None`` for a model without latent sites
             (e.g. :class:`~pyrovi.models.FlowDensity`), which is then fitted by maximum likelihood.
-        data: A tensor ``(N, ...)``, a tuple of tensors sharing N, or a ``DataLoader``.
+        data: A tensor ``(N, ...)``, a tuple of tensors sharing N, or a ``DataLoader`` (whose
+            batches may be tensors, tuples or dicts).
         epochs: Total number of passes over the data (counting resumed epochs).
         batch_size: Minibatch size for tensor data (default 128); leave None for a DataLoader.
         optimizer: None (Adam, on the fused kernel where torch has it: :func:`default_adam`),
             a ``torch.optim.Optimizer`` class (built with ``lr``), or a factory
             ``params -> optimizer``.
         lr: Learning rate.
-        loss: A Pyro ELBO instance (Trace_ELBO, TraceMeanField_ELBO, JitTrace_ELBO, RenyiELBO,
-            ...). Default ``FastTrace_ELBO(num_particles, vectorize_particles=True)``.
+        scheduler: A factory ``optimizer -> torch.optim.lr_scheduler`` scheduler, stepped once
+            after every epoch (``ReduceLROnPlateau`` with the epoch's negative validation ELBO,
+            or training objective without validation data); saved in and restored from
+            checkpoints.
+        loss: A Pyro ELBO instance (Trace_ELBO, TraceMeanField_ELBO, TraceEnum_ELBO for models
+            with enumerated discrete sites, JitTrace_ELBO, RenyiELBO, ...). Default
+            ``FastTrace_ELBO(num_particles, vectorize_particles=True)``.
         num_particles: Particles of the default loss.
         device: Device to train on (default: the model's, else the data's). Modules and tensor
             data are moved there.
@@ -326,13 +209,18 @@ def fit(
             after every epoch and picks the best epoch.
         clip_norm: Clip the global gradient norm to this value.
         checkpoint: File to write after every epoch (parameters, model and guide state dicts,
-            optimizer, RNG states, epoch, history); the best epoch goes to
+            optimizer, scheduler, RNG states, epoch, history); the best epoch goes to
             ``<stem>.best<suffix>`` beside it.
         resume: Continue from ``checkpoint`` if the file exists.
         progress: Show tqdm bars (only when stderr is a terminal).
-        seed: Seed Pyro/torch/NumPy and the shuffling generator.
-        transform: Applied to the first tensor of every training batch (e.g.
-            :class:`pyrovi.data.DynamicBinarization`).
+        seed: Seed Pyro/torch/NumPy and the shuffling generator (parameters created after the
+            call starts, such as an autoguide's, are covered; networks built before are not).
+        transform: Applied to the first tensor of every training batch after unpacking (the
+            first tensor argument, else the first tensor keyword argument), e.g.
+            :class:`pyrovi.data.DynamicBinarization`.
+        unpack: ``batch -> (args, kwargs)`` for the model and guide. Default: a tensor is one
+            positional argument, a tuple or list one per element, a dict keyword arguments.
+            For a DataLoader of ``(x, label)`` and ``model(x)``: ``lambda b: ((b[0],), {})``.
         plate: Name of the per-datapoint plate.
         distributed: Data-parallel training over the processes of ``torch.distributed`` (see
             :mod:`pyrovi.infer.distributed`): every process calls ``fit`` with the same
@@ -346,311 +234,193 @@ def fit(
         A :class:`FitResult`.
 
     Raises:
-        ValueError: Bad arguments or data (named in the message).
+        ValueError: Bad arguments or data (named in the message); minibatches without a
+            per-datapoint plate to scale; enumerated sites without an enumerating loss.
+        TypeError: The model or guide cannot be called with the unpacked batch.
         TrainingDivergedError: NaN/inf loss; the message names the epoch and step.
     """
-    epochs = _positive_int("epochs", epochs)
-    if guide is None:
-        guide = _empty_guide
-    if batch_size is not None:
-        _positive_int("batch_size", batch_size)
-    _positive_int("num_particles", num_particles)
-    if not (isinstance(lr, int | float) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if clip_norm is not None and not clip_norm > 0:
-        raise ValueError(f"clip_norm must be a positive number or None, got {clip_norm!r}")
-    if loss is None:
-        loss = FastTrace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1)
-    elif not isinstance(loss, _ELBOBase):
-        raise ValueError(f"loss must be a pyro.infer.ELBO instance, got {type(loss).__name__}")
-    elif num_particles != 1:
-        raise ValueError(
-            "num_particles configures the default loss; set num_particles on the ELBO passed as "
-            "loss instead"
-        )
-    jit = _is_jit(loss)
-    schedule = _annealing_schedule(kl_annealing)
-    if jit and schedule is not None:
+    check_arguments(epochs, batch_size, lr, clip_norm, {"transform": transform, "unpack": unpack})
+    default_loss = loss is None
+    loss = check_loss(loss, num_particles)
+    annealing = annealing_schedule(kl_annealing)
+    if is_jit(loss) and annealing is not None:
         raise ValueError(
             "kl_annealing changes the loss every step and cannot be used with a JIT-compiled loss"
         )
-    if transform is not None and not callable(transform):
-        raise ValueError(f"transform must be callable, got {transform!r}")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path")
     if seed is not None:
         pyro.set_rng_seed(seed)
-
-    tensors_hint = None if isinstance(data, DataLoader) else _as_tensors(data, "data")
-    device = _resolve_device(device, (model, guide), tensors_hint)
-    shard: DistributedContext | None = None
-    if distributed:
-        init_distributed(device=device)
-        shard = DistributedContext.from_process_group()
-        if seed is not None:
-            pyro.set_rng_seed(seed + shard.rank)  # own Monte Carlo noise per process
-    for fn in (model, guide):
-        if isinstance(fn, nn.Module):
-            fn.to(device)
-    train = _Batches(data, batch_size, device, "data", shuffle=True, drop_last=jit)
-    if shard is not None and train.loader is not None:
-        if not isinstance(getattr(train.loader, "sampler", None), DistributedSampler):
-            warnings.warn(
-                "fit(distributed=True) with a DataLoader whose sampler is not a "
-                "DistributedSampler: every process trains on every batch; give the DataLoader "
-                "sampler=DistributedSampler(dataset) to split the data across processes",
-                stacklevel=2,
-            )
-    val = (
-        None
-        if val_data is None
-        else _Batches(val_data, batch_size, device, "val_data", shuffle=False, drop_last=jit)
-    )
-    for batches, name in ((train, "data"), (val, "val_data")):
-        if batches is not None and batches.tensors:
-            _check_finite(batches.tensors, name)
-            check = getattr(model, "check_data", None)
-            if callable(check):
-                check(*batches.tensors)
-
-    beta = float(getattr(model, "beta", 1.0))
-    generator = torch.Generator()
-    shuffle_seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
-    if shard is not None:
-        shuffle_seed = shard.broadcast_int(shuffle_seed, device)  # one permutation for all
-        for batches in (train, val):
-            if batches is not None:
-                batches.shard = shard
-    generator.manual_seed(shuffle_seed)
-    data_scaler = DataScaleMessenger(1.0, plate)
-    latent_scaler = LatentScaleMessenger(1.0)
-
-    # First pass: create lazily initialized parameters, run Pyro's checks on a real batch.
-    first = next(train.iterate(generator=torch.Generator().manual_seed(0)))
-    if transform is not None:
-        first = (transform(first[0]), *first[1:])
-    with pyro.validation_enabled(True), poutine.trace(param_only=True) as param_capture:
-        with torch.no_grad():
-            data_scaler.factor = train.n / first[0].shape[0]
-            with data_scaler:
-                loss.loss(model, guide, *first)
-    params = _collect_parameters(model, guide, param_capture.trace)
-    if not params:
-        raise ValueError("model and guide have no trainable parameters")
-    param_list = list(params.values())
-    if shard is not None:
-        shard.broadcast_parameters(param_list)
-    opt = _make_optimizer(optimizer, list(params.values()), lr)
-
-    result = FitResult(history={"train_elbo": [], "epoch_time": []})
-    if val is not None:
-        result.history["val_elbo"] = []
-    ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    best_path = (
-        ckpt_path.with_name(f"{ckpt_path.stem}.best{ckpt_path.suffix or '.pt'}")
-        if ckpt_path is not None
-        else None
-    )
-    result.checkpoint, result.best_checkpoint = ckpt_path, best_path
-    start_epoch = 0
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        for fn, key in ((model, "model_state"), (guide, "guide_state")):
-            if isinstance(fn, nn.Module) and state.get(key) is not None:
-                fn.load_state_dict(state[key])  # buffers (e.g. batch-norm statistics) too
-        _restore(params, state["params"], f"checkpoint {ckpt_path}")
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        generator.set_state(state["shuffle_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        start_epoch = int(state["epoch"])
-        result.history = {k: list(v) for k, v in state["history"].items()}
-        result.best_epoch = state.get("best_epoch")
-        result.best_elbo = state.get("best_elbo")
-        result.best_state = state.get("best_state")
-    elif resume and ckpt_path is None:
-        raise ValueError("resume=True needs a checkpoint path")
-
-    # Pyro's own ELBOs only backpropagate when they see param sites; FastTrace_ELBO always does,
-    # so with it the per-step re-registration of module parameters can be skipped.
-    registration_context = (
-        skip_param_registration if isinstance(loss, FastTrace_ELBO) else contextlib.nullcontext
-    )
-    # all-reduce buckets while backward runs: needs one backward pass per step (FastTrace_ELBO)
-    overlap = isinstance(loss, FastTrace_ELBO) and overlaps_on(device)
-    show = progress and sys.stderr.isatty() and (shard is None or shard.is_main)
-    writes = shard is None or shard.is_main
-    steps_per_epoch = len(train)
-    step_times: list[float] = []
-    t_total = time.perf_counter()
-    eval_s = 0.0
-    epoch_bar = tqdm(
-        total=epochs, initial=start_epoch, desc="epochs", disable=not show, dynamic_ncols=True
-    )
-    try:
-        for epoch in range(start_epoch, epochs):
-            t_epoch = time.perf_counter()
-            total, count = 0.0, 0
-            batch_bar = tqdm(
-                total=steps_per_epoch, desc=f"epoch {epoch + 1}", leave=False, disable=not show
-            )
-            sampler = getattr(train.loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
-            with pyro.validation_enabled(False), registration_context():
-                for step, batch in enumerate(train.iterate(generator)):
-                    t_step = time.perf_counter()
-                    if transform is not None:
-                        batch = (transform(batch[0]), *batch[1:])
-                    b = batch[0].shape[0]
-                    data_scaler.factor = train.n / b
-                    weight = beta
-                    if schedule is not None:
-                        weight *= float(schedule(epoch + step / steps_per_epoch))
-                    latent_scaler.factor = weight
-                    if shard is not None:  # gradients live in the all-reduce buffer
-                        shard.begin_step(param_list, b, overlap=overlap)
-                    else:
-                        opt.zero_grad(set_to_none=True)
-                    if b:
-                        value = _scaled_step(loss, model, guide, batch, data_scaler, latent_scaler)
-                    else:  # an empty shard (global batch smaller than the number of processes)
-                        value = 0.0
-                    if shard is not None:
-                        value = shard.reduce_step(param_list, value, b)
-                    if not math.isfinite(value):
-                        where = f"; last good checkpoint: {ckpt_path}" if ckpt_path else ""
-                        raise TrainingDivergedError(
-                            f"loss is {value} at epoch {epoch + 1}, step {step + 1}: training "
-                            f"stopped before the parameters were updated{where}"
-                        )
-                    if clip_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(param_list, clip_norm)
-                    opt.step()
-                    result.steps += 1
-                    total += value
-                    count += 1
-                    step_times.append(time.perf_counter() - t_step)
-                    if show and (step % 10 == 0 or step == steps_per_epoch - 1):
-                        batch_bar.set_postfix(elbo=f"{-value / train.n:.3f}")
-                    batch_bar.update(1)
-            batch_bar.close()
-            result.history["train_elbo"].append(-total / count / train.n)
-            criterion = result.history["train_elbo"][-1]
-            if val is not None:
-                t_eval = time.perf_counter()
-                criterion = _validation_elbo(model, guide, loss, val, data_scaler, shard)
-                eval_s += time.perf_counter() - t_eval
-                result.history["val_elbo"].append(criterion)
-            result.history["epoch_time"].append(time.perf_counter() - t_epoch)
-            result.epochs = epoch + 1
-            is_best = result.best_elbo is None or criterion > result.best_elbo
-            if is_best:
-                result.best_epoch, result.best_elbo = epoch + 1, criterion
-                result.best_state = _snapshot(params)
-            if ckpt_path is not None and writes:
-                state = {
-                    "epoch": epoch + 1,
-                    "params": _snapshot(params),
-                    "model_state": _module_state(model),
-                    "guide_state": _module_state(guide),
-                    "optimizer": opt.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "shuffle_rng": generator.get_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "history": result.history,
-                    "best_epoch": result.best_epoch,
-                    "best_elbo": result.best_elbo,
-                    "best_state": result.best_state,
-                }
-                save_checkpoint(ckpt_path, state)
-                if is_best and best_path is not None:
-                    save_checkpoint(best_path, state)
-            epoch_bar.set_postfix(
-                {k: f"{v[-1]:.3f}" for k, v in result.history.items() if k != "epoch_time"}
-            )
-            epoch_bar.update(1)
-    finally:
-        epoch_bar.close()
-        if shard is not None:
-            shard.close()
-    total_s = time.perf_counter() - t_total
-    step_times.sort()
-    result.timings = {
-        "total_s": total_s,
-        "eval_s": eval_s,
-        "train_s": total_s - eval_s,
-        "step_ms": 1e3 * step_times[len(step_times) // 2] if step_times else float("nan"),
+    opts = {
+        "device": device,
+        "distributed": distributed,
+        "seed": seed,
+        "batch_size": batch_size,
+        "unpack": unpack,
+        "transform": transform,
+        "annealing": annealing,
+        "clip_norm": clip_norm,
+        "plate": plate,
+        "progress": progress,
     }
-    if result.epochs == 0:
-        result.epochs = start_epoch
+    run = prepare(model, guide, data, val_data, loss, opts)
+    run.default_loss = default_loss
+    try:
+        initialize(run, optimizer, lr, scheduler)
+        ckpts = None
+        if checkpoint is not None:
+            ckpts = _Checkpoints(checkpoint, writes=run.shard is None or run.shard.is_main)
+        result = FitResult(history={"train_elbo": [], "lr": [], "epoch_time": []})
+        if run.val is not None:
+            result.history["val_elbo"] = []
+        if ckpts is not None:
+            result.checkpoint, result.best_checkpoint = ckpts.path, ckpts.best
+        start = ckpts.resume(run, result) if resume and ckpts is not None else 0
+        _train(run, result, ckpts, start, epochs)
+    finally:
+        if run.shard is not None:
+            run.shard.close()
     return result
 
 
-def _scaled_step(
-    loss: ELBO,
-    model: Callable,
-    guide: Callable,
-    batch: tuple,
-    data_scaler: DataScaleMessenger,
-    latent_scaler: LatentScaleMessenger,
-) -> float:
-    """``loss.loss_and_grads`` under the scaling handlers whose factor is not 1 (cheaper)."""
-    if data_scaler.factor != 1.0:
-        if latent_scaler.factor != 1.0:
-            with data_scaler, latent_scaler:
-                return loss.loss_and_grads(model, guide, *batch)
-        with data_scaler:
-            return loss.loss_and_grads(model, guide, *batch)
-    if latent_scaler.factor != 1.0:
-        with latent_scaler:
-            return loss.loss_and_grads(model, guide, *batch)
-    return loss.loss_and_grads(model, guide, *batch)
+def _train(
+    run: Run, result: FitResult, ckpts: _Checkpoints | None, start: int, epochs: int
+) -> None:
+    """Epochs ``start + 1 .. epochs`` with a progress bar; fills ``result``."""
+    t_total = time.perf_counter()
+    bar = tqdm(total=epochs, initial=start, desc="epochs", disable=not run.show, dynamic_ncols=True)
+    # Pyro's own ELBOs only backpropagate when they see param sites; FastTrace_ELBO always does,
+    # so with it the per-step re-registration of module parameters can be skipped.
+    fast = isinstance(run.loss, FastTrace_ELBO)
+    registration = skip_param_registration if fast else contextlib.nullcontext
+    try:
+        for epoch in range(start, epochs):
+            t_epoch = time.perf_counter()
+            lr = float(run.opt.param_groups[0]["lr"])
+            with pyro.validation_enabled(False), registration():
+                train_loss = _train_epoch(run, epoch, result)
+            _end_epoch(run, result, ckpts, train_loss, lr, t_epoch)
+            bar.set_postfix(
+                {k: f"{v[-1]:.3g}" for k, v in result.history.items() if k != "epoch_time"}
+            )
+            bar.update(1)
+    finally:
+        bar.close()
+    total_s = time.perf_counter() - t_total
+    times = sorted(run.step_times)
+    result.timings = {
+        "total_s": total_s,
+        "eval_s": run.eval_s,
+        "train_s": total_s - run.eval_s,
+        "step_ms": 1e3 * times[len(times) // 2] if times else float("nan"),
+    }
+    result.epochs = max(result.epochs, start)
 
 
-def _validation_elbo(
-    model: Callable,
-    guide: Callable,
-    loss: ELBO,
-    val: _Batches,
-    scaler: DataScaleMessenger,
-    shard: DistributedContext | None = None,
-) -> float:
-    """ELBO per validation datapoint (β = 1, no annealing), averaged over batches."""
+def _train_epoch(run: Run, epoch: int, result: FitResult) -> float:
+    """One pass over the training data; the mean loss per step (full-data scale)."""
+    steps = len(run.train)
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", leave=False, disable=not run.show)
+    sampler = getattr(run.train.loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    overlap = isinstance(run.loss, FastTrace_ELBO) and overlaps_on(run.device)
     total, count = 0.0, 0
-    with torch.no_grad(), pyro.validation_enabled(False), skip_param_registration():
-        for batch in val.iterate(None):
-            b = batch[0].shape[0]
+    for step, batch in enumerate(run.train.iterate(run.generator)):
+        t_step = time.perf_counter()
+        if run.transform is not None:
+            batch = apply_transform(run.transform, batch)
+        weight = run.beta
+        if run.annealing is not None:
+            weight *= float(run.annealing(epoch + step / steps))
+        run.latent_scaler.factor = weight
+        value = _step(run, batch, overlap)
+        if not math.isfinite(value):
+            raise TrainingDivergedError(
+                f"loss is {value} at epoch {epoch + 1}, step {step + 1}: training stopped before "
+                f"the parameters were updated{_last_good(result)}"
+            )
+        run.opt.step()
+        result.steps += 1
+        total, count = total + value, count + 1
+        run.step_times.append(time.perf_counter() - t_step)
+        if run.show and (step % 10 == 0 or step == steps - 1):
+            bar.set_postfix(elbo=f"{-value / run.train.n:.3f}")
+        bar.update(1)
+    bar.close()
+    return total / count
+
+
+def _last_good(result: FitResult) -> str:
+    return f"; last good checkpoint: {result.checkpoint}" if result.checkpoint else ""
+
+
+def _step(run: Run, batch: Unpacked, overlap: bool) -> float:
+    """Gradients of one minibatch's loss (all-reduced across processes when distributed)."""
+    b = batch_size_of(batch)
+    if run.shard is not None:  # gradients live in the all-reduce buffer
+        run.shard.begin_step(run.param_list, b, overlap=overlap)
+    else:
+        run.opt.zero_grad(set_to_none=True)
+    value = _scaled_loss_and_grads(run, batch) if b else 0.0  # b = 0: an empty shard
+    if run.shard is not None:
+        value = run.shard.reduce_step(run.param_list, value, b)
+    if run.clip_norm is not None and math.isfinite(value):
+        torch.nn.utils.clip_grad_norm_(run.param_list, run.clip_norm)
+    return value
+
+
+def _scaled_loss_and_grads(run: Run, batch: Unpacked) -> float:
+    """``loss.loss_and_grads`` under the scaling handlers (the latent one only when not 1)."""
+    args, kwargs = batch
+    with run.data_scaler:
+        if run.latent_scaler.factor != 1.0:
+            with run.latent_scaler:
+                return run.loss.loss_and_grads(run.model, run.guide, *args, **kwargs)
+        return run.loss.loss_and_grads(run.model, run.guide, *args, **kwargs)
+
+
+def _end_epoch(
+    run: Run, result: FitResult, ckpts: _Checkpoints | None, loss: float, lr: float, t0: float
+) -> None:
+    """History, validation, best epoch, scheduler step and checkpoints after one epoch that
+    started at ``time.perf_counter() == t0``."""
+    result.history["train_elbo"].append(-loss / run.train.n)
+    result.history.setdefault("lr", []).append(lr)
+    criterion = result.history["train_elbo"][-1]
+    if run.val is not None:
+        t_eval = time.perf_counter()
+        criterion = _validation_elbo(run)
+        run.eval_s += time.perf_counter() - t_eval
+        result.history["val_elbo"].append(criterion)
+    result.history["epoch_time"].append(time.perf_counter() - t0)
+    result.epochs += 1
+    is_best = result.best_elbo is None or criterion > result.best_elbo
+    if is_best:
+        result.best_epoch, result.best_elbo = result.epochs, criterion
+        result.best_state = snapshot(run.params)
+    if run.scheduler is not None:
+        if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            run.scheduler.step(-criterion)
+        else:
+            run.scheduler.step()
+    if ckpts is not None:
+        ckpts.save(run, result, is_best)
+
+
+def _validation_elbo(run: Run) -> float:
+    """ELBO per validation datapoint (β = 1, no annealing), averaged over batches."""
+    val = run.val
+    scaler = DataScaleMessenger(plate=run.data_scaler.plate, num_data=val.n)
+    total, count = 0.0, 0
+    with torch.no_grad(), pyro.validation_enabled(False), skip_param_registration(), scaler:
+        for args, kwargs in val.iterate(None):
+            b = batch_size_of((args, kwargs))
             if not b:
                 continue
-            scaler.factor = val.n / b
-            with scaler:
-                # weighted by the batch size, so that shards of a global batch add up
-                total += loss.loss(model, guide, *batch) * b
+            # weighted by the batch size, so that shards of a global batch add up
+            total += run.loss.loss(run.model, run.guide, *args, **kwargs) * b
             count += b
-    if shard is not None:
-        total, count = shard.sum_floats([total, float(count)], val.device)
+    if run.shard is not None:
+        total, count = run.shard.sum_floats([total, float(count)], val.device)
     return -total / count / val.n
-
-
-def load_into(model: Callable, guide: Callable, params_state: dict[str, torch.Tensor]) -> None:
-    """Copy a parameter snapshot (``FitResult.best_state`` or a checkpoint's ``params``) back.
-
-    Names follow :func:`fit`: ``model.<name>``/``guide.<name>`` for module parameters and
-    ``param.<name>`` for ``pyro.param`` sites (which must already exist in the param store).
-    """
-    store = pyro.get_param_store()
-    with torch.no_grad():
-        for key, value in params_state.items():
-            prefix, _, name = key.partition(".")
-            if prefix in ("model", "guide"):
-                module = model if prefix == "model" else guide
-                if not isinstance(module, nn.Module):
-                    raise ValueError(f"params_state has {key!r} but the {prefix} is not a module")
-                target = module.get_parameter(name)
-            elif prefix == "param":
-                if name not in store:
-                    raise ValueError(f"params_state has {key!r} but the param store lacks {name!r}")
-                target = store._params[name]
-            else:
-                raise ValueError(f"params_state: unrecognized parameter name {key!r}")
-            target.copy_(value.to(target.device))

@@ -143,3 +143,43 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"expected a posterior mean of shape \(5, z_dim\)"):
         posterior_means(global_guide, x)
     assert ActiveUnits(torch.tensor([0.5, 0.001])).num_active == 1
+
+
+def test_guide_with_a_pyro_module_encoder(float64):
+    # a plain function guide (Pyro's VAE example style) works like AmortizedNormal
+    net = torch.nn.Linear(2, 8).double()
+
+    def encoder_guide(x):
+        pyro.module("encoder", net)
+        h = net(x)
+        with pyro.plate("data", x.shape[0]):
+            scale = torch.nn.functional.softplus(h[:, 4:])
+            pyro.sample("z", dist.Normal(h[:, :4], scale).to_event(1))
+
+    x = torch.randn(30, 2)
+    report = posterior_collapse(model, encoder_guide, x)
+    with torch.no_grad():
+        h = net(x)
+        loc, scale = h[:, :4], torch.nn.functional.softplus(h[:, 4:])
+    torch.testing.assert_close(report.kl, normal_kl(loc, scale).mean(0))
+    torch.testing.assert_close(report.activity, loc.var(0))
+
+
+def test_autoguides_and_global_latents_are_refused(float64):
+    from pyro.infer.autoguide import AutoNormal
+
+    from tests.diagnostics.conjugate import ConjugateNormal
+
+    conj = ConjugateNormal(n=10)
+    guide = AutoNormal(conj.model)
+    for fn in (posterior_collapse, kl_per_dimension):
+        with pytest.raises(TypeError, match=f"{fn.__name__} needs an amortized guide.*AutoNormal"):
+            fn(conj.model, guide, conj.x, site="mu")
+    with pytest.raises(TypeError, match="posterior_means needs an amortized guide.*AutoNormal"):
+        active_units(guide, conj.x, site="mu")
+    with pytest.raises(
+        ValueError, match=r"site 'mu': expected a posterior mean of shape \(10, z_dim"
+    ):
+        posterior_collapse(conj.model, conj.guide, conj.x, site="mu")
+    with pytest.raises(ValueError, match="a global latent .* has no activity over datapoints"):
+        posterior_collapse(conj.model, conj.guide, conj.x, site="mu")

@@ -1,13 +1,20 @@
 """Inference gaps on probabilistic PCA, where log p(x), the posterior and the best diagonal
 Gaussian are known exactly."""
 
+import math
+
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
+import torch.nn.functional as F
+from pyro.infer.autoguide import AutoNormal
+from torch import nn
 
 from pyrovi.diagnostics import InferenceGaps, LocalGaussianGuide, inference_gaps, refine_guide
 from pyrovi.guides import AmortizedMultivariateNormal, AmortizedNormal
 from pyrovi.infer import FastTrace_ELBO
+from tests.diagnostics.conjugate import ConjugateNormal
 from tests.infer.ppca import PPCA
 
 
@@ -101,8 +108,17 @@ def test_errors_name_the_argument():
     ppca = PPCA(d=3, k=2)
     x = ppca.sample(4).float()
     guide = AmortizedNormal(3, 2, hidden_dims=())
-    with pytest.raises(TypeError, match="guide must be an amortized Gaussian guide with encode"):
-        inference_gaps(ppca.model, ppca.exact_guide, x)
+
+    def two_latents(x):
+        ppca.exact_guide(x)
+        pyro.sample("extra", pyro.distributions.Normal(0.0, 1.0))
+
+    with pytest.raises(TypeError, match=r"draw one latent site from a Gaussian.*\['z', 'extra'\]"):
+        LocalGaussianGuide.from_encoder(two_latents, x.double())
+    with pytest.raises(
+        ValueError, match=r"latent sites \['z', 'extra'\], and site\(s\) \['extra'\]"
+    ):
+        inference_gaps(ppca.model, two_latents, x.double())
     with pytest.raises(ValueError, match="num_samples must be an integer >= 1, got 0"):
         inference_gaps(ppca.model, guide, x, num_samples=0)
     with pytest.raises(ValueError, match="steps must be an integer >= 0, got -1"):
@@ -127,6 +143,15 @@ def test_errors_name_the_argument():
 
     with pytest.raises(ValueError, match="only latent site is the guide's per-datapoint site 'z'"):
         inference_gaps(observed_outside_the_plate, guide, x.double())
+
+    def laplace(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample(
+                "z", pyro.distributions.Laplace(x.new_zeros(x.shape[0], 2), 1.0).to_event(1)
+            )
+
+    with pytest.raises(TypeError, match="draws 'z' of shape \\(4, 2\\) from Laplace"):
+        inference_gaps(ppca.model, laplace, x.double())
     with pytest.raises(ValueError, match=r"scale must have shape \(4, 2\)"):
         LocalGaussianGuide(torch.zeros(4, 2), torch.ones(4, 3))
 
@@ -141,3 +166,49 @@ def test_inference_gaps_dataclass_identities():
     assert gaps.amortization_gap.tolist() == [1.5, 0.25]
     assert gaps.inference_gap.tolist() == [2.0, 0.5]
     assert gaps.mean()["inference_gap"] == pytest.approx(1.25)
+
+
+def test_function_guides_work_and_the_exact_posterior_has_no_gaps(float64):
+    # a plain function guide: the Gaussian parameters are read from the distribution it draws
+    ppca = PPCA(d=4, k=2)
+    x = ppca.sample(8)
+    gaps = inference_gaps(ppca.model, ppca.exact_guide, x, num_samples=50, refine_steps=0)
+    exact = ppca.log_evidence(x)
+    for value in (gaps.log_px, gaps.elbo_optimized, gaps.elbo_amortized):
+        torch.testing.assert_close(value, exact, rtol=0, atol=1e-10)
+    assert (gaps.khat == -math.inf).all()
+
+
+def test_guide_with_a_pyro_module_encoder(float64):
+    ppca = PPCA(d=4, k=2)
+    x = ppca.sample(10)
+    net = nn.Linear(4, 4).double()
+
+    def guide(x):
+        pyro.module("encoder", net)
+        h = net(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(h[:, :2], nn.functional.softplus(h[:, 2:])).to_event(1))
+
+    local = LocalGaussianGuide.from_encoder(guide, x)
+    with torch.no_grad():
+        h = net(x)
+        torch.testing.assert_close(local.distribution().base_dist.loc, h[:, :2])
+        torch.testing.assert_close(local.distribution().base_dist.scale, F.softplus(h[:, 2:]))
+    gaps = inference_gaps(ppca.model, guide, x, num_samples=300, refine_steps=300)
+    # the refined diagonal Gaussian reaches the best mean-field ELBO; the encoder is untrained
+    missed = ppca.log_evidence(x) - gaps.elbo_optimized
+    assert abs(missed.mean().item() - ppca.diagonal_gap().item()) < 0.02
+    assert gaps.amortization_gap.mean() > 1.0
+
+
+def test_autoguides_and_global_latents_are_refused(float64):
+    conj = ConjugateNormal(n=10)
+    with pytest.raises(TypeError, match="inference_gaps needs an amortized guide.*AutoNormal"):
+        inference_gaps(conj.model, AutoNormal(conj.model), conj.x)
+    with pytest.raises(
+        ValueError,
+        match=r"latent sites \['mu'\], and site\(s\) \['mu'\] outside the plate.*"
+        "log_marginal_likelihood",
+    ):
+        inference_gaps(conj.model, conj.guide, conj.x)

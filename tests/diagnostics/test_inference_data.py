@@ -17,6 +17,13 @@ from pyrovi.diagnostics._arviz import import_arviz
 from pyrovi.guides import AmortizedNormal
 from pyrovi.models import VAE
 from tests.diagnostics.conjugate import ConjugateNormal
+from tests.diagnostics.idioms import (
+    GMM_DATA,
+    BayesianRegression,
+    gmm,
+    gmm_mixture_log_lik,
+    regression_data,
+)
 from tests.infer.ppca import PPCA
 
 az = import_arviz()
@@ -253,7 +260,163 @@ def test_errors_name_the_argument():
             pyro.sample("y", dist.Normal((x * w).sum(-1), 1.0), obs=y)
 
     x, y = torch.randn(4, 3), torch.randn(4)
-    with pytest.raises(ValueError, match=r"site 'flat'.*shape \(15,\).*use parallel=False"):
+    with pytest.raises(ValueError, match=r"site 'flat'.*shape \(15,\).*pass vectorize=False"):
+        to_inference_data(flattening, regression_guide, x, y, num_samples=5, vectorize=True)
+    with pytest.raises(ValueError, match=r"site 'flat'.*shape \(15,\)"):
         to_inference_data(flattening, regression_guide, x, y, num_samples=5, parallel=True)
-    idata = to_inference_data(flattening, regression_guide, x, y, num_samples=5)
+    with pytest.raises(ValueError, match="vectorize=True and parallel=False disagree"):
+        to_inference_data(conj.model, conj.guide, x, vectorize=True, parallel=False)
+    with pytest.warns(UserWarning, match="to_inference_data: .*site 'flat'.*one at a time"):
+        idata = to_inference_data(flattening, regression_guide, x, y, num_samples=5)
     assert idata.posterior["flat"].shape == (1, 5, 3)
+    idata = to_inference_data(flattening, regression_guide, x, y, num_samples=5, vectorize=False)
+    w = idata.posterior["w"].values[0]
+    np.testing.assert_array_equal(idata.posterior["flat"].values[0], w)
+
+
+# --------------------------------------------------------------------------- Pyro idioms
+
+
+def unsized_model(conj):
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(x.new_zeros(()), conj.tau))
+        with pyro.plate("data"):  # size inferred from the data by broadcasting
+            pyro.sample("x", dist.Normal(mu, conj.sigma), obs=x)
+
+    return model
+
+
+@pytest.mark.parametrize("vectorize", [None, False])
+def test_unsized_plate_takes_its_size_from_the_data(float64, vectorize):
+    conj = ConjugateNormal(n=12)
+    idata = to_inference_data(
+        unsized_model(conj), conj.guide, conj.x, num_samples=40, vectorize=vectorize
+    )
+    ll = idata.log_likelihood["x"]
+    assert ll.dims == ("chain", "draw", "data") and ll.shape == (1, 40, 12)
+    mu = torch.as_tensor(idata.posterior["mu"].values[0])
+    expected = dist.Normal(mu[:, None], conj.sigma).log_prob(conj.x[None])
+    np.testing.assert_allclose(ll.values[0], expected.numpy(), rtol=1e-12)
+    # the posterior predictive has the observations' shape too
+    assert idata.posterior_predictive["x"].shape == (1, 40, 12)
+    np.testing.assert_allclose(
+        idata.sample_stats["log_weight"].values, conj.log_evidence(conj.x).item(), atol=1e-9
+    )
+
+
+def test_sized_model_plate_with_unsized_guide_plate(float64):
+    ppca = PPCA(d=4, k=2)
+    x = ppca.sample(9)
+
+    def guide(x):
+        with pyro.plate("data"):
+            pyro.sample("z", ppca.posterior(x))
+
+    idata = to_inference_data(ppca.model, guide, x, num_samples=20)
+    assert idata.posterior["z"].dims == ("chain", "draw", "data", "z_dim_1")
+    pointwise = idata.sample_stats["pointwise_log_weight"].values[0]
+    np.testing.assert_allclose(
+        pointwise, np.broadcast_to(ppca.log_evidence(x).numpy(), (20, 9)), atol=1e-9
+    )
+
+
+def test_log_densities_are_exported_in_float64():
+    conj = ConjugateNormal(n=10)
+    x = conj.x.float()
+    idata = to_inference_data(conj.model, conj.guide, x, num_samples=30)
+    assert idata.posterior["mu"].dtype == np.float32  # values keep the model's dtype
+    assert idata.log_likelihood["x"].dtype == np.float64
+    for name in ("lp", "log_weight"):
+        assert idata.sample_stats[name].dtype == np.float64
+
+
+def exact_loo(conj, x):
+    """Σ_i log p(x_i | x_-i): the posterior predictive of x_i given the other n - 1."""
+    n = x.shape[0]
+    precision = 1 / conj.tau**2 + (n - 1) / conj.sigma**2
+    others = (x.sum() - x) / conj.sigma**2 / precision
+    return dist.Normal(others, (conj.sigma**2 + 1 / precision) ** 0.5).log_prob(x).sum().item()
+
+
+def test_loo_and_compare_match_the_exact_leave_one_out_evidence():
+    # float32 model (as most are); the exported float64 log-likelihood keeps az.loo finite
+    models = {}
+    for tau in (2.0, 0.1):
+        conj = ConjugateNormal(n=30, tau=tau)
+        x = conj.x.float()
+        idata = to_inference_data(conj.model, conj.guide, x, num_samples=4000)
+        loo = az.loo(idata)
+        assert math.isfinite(float(loo.elpd_loo))
+        # draws from the exact posterior: PSIS-LOO recovers Σ log p(x_i | x_-i)
+        assert float(loo.elpd_loo) == pytest.approx(exact_loo(conj, conj.x), abs=0.05)
+        models[f"tau={tau}"] = idata
+    table = az.compare(models)
+    assert np.isfinite(table["elpd_loo"].values).all()
+    assert list(table.index) == ["tau=2.0", "tau=0.1"]  # the data are far from 0: tau=0.1 loses
+
+
+def test_random_subsample_draws_share_one_subsample(float64):
+    conj = ConjugateNormal(n=20)
+
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(x.new_zeros(()), conj.tau))
+        with pyro.plate("data", 20, subsample_size=6) as i:
+            pyro.sample("x", dist.Normal(mu, conj.sigma), obs=x[i])
+
+    for vectorize in (True, False):
+        idata = to_inference_data(model, conj.guide, conj.x, num_samples=25, vectorize=vectorize)
+        index = idata.log_likelihood["data"].values.copy()
+        assert len(index) == 6 and len(set(index.tolist())) == 6
+        np.testing.assert_array_equal(idata.observed_data["x"].values, conj.x[index].numpy())
+        # pointwise log-likelihood per datapoint of the subsample: Pyro's 20 / 6 divided out
+        mu = torch.as_tensor(idata.posterior["mu"].values[0])
+        expected = dist.Normal(mu[:, None], conj.sigma).log_prob(conj.x[index][None])
+        np.testing.assert_allclose(idata.log_likelihood["x"].values[0], expected, rtol=1e-12)
+        # lp keeps Pyro's scale: an estimate for all 20 datapoints
+        prior = dist.Normal(0.0, conj.tau).log_prob(mu)
+        lp = prior + 20 / 6 * expected.sum(1)
+        np.testing.assert_allclose(idata.sample_stats["lp"].values[0], lp, rtol=1e-12)
+
+
+def test_bayesian_regression_tutorial_model(float64):
+    from pyro.infer.autoguide import AutoDiagonalNormal
+
+    x, y = regression_data(n=20)
+    model = BayesianRegression()
+    guide = AutoDiagonalNormal(model)
+    with pytest.warns(UserWarning, match="t\\(\\) expects a tensor.*vectorize=False"):
+        idata = to_inference_data(model, guide, x, y, num_samples=30)
+    post = idata.posterior
+    assert post["linear.weight"].shape == (1, 30, 1, 3) and post["sigma"].shape == (1, 30)
+    assert idata.log_likelihood["obs"].shape == (1, 30, 20)
+    assert np.isfinite(idata.sample_stats["log_weight"].values).all()
+
+
+def test_enumerated_mixture_log_likelihood_sums_out_the_assignment(float64):
+    def guide(data):
+        pyro.sample("weights", dist.Dirichlet(torch.tensor([40.0, 60.0])))
+        pyro.sample("scale", dist.LogNormal(0.4, 0.1))
+        with pyro.plate("components", 2):
+            pyro.sample("locs", dist.Normal(torch.tensor([0.5, 11.0]), 0.3))
+
+    idata = to_inference_data(gmm, guide, GMM_DATA, num_samples=300, vectorize=False)
+    post = idata.posterior
+    assert set(post.data_vars) == {"weights", "scale", "locs"}  # enumerated: summed out
+    w, locs, scale = (torch.as_tensor(post[n].values[0]) for n in ("weights", "locs", "scale"))
+    expected = gmm_mixture_log_lik(w, locs, scale)
+    np.testing.assert_allclose(idata.log_likelihood["obs"].values[0], expected, atol=1e-10)
+    assert idata.posterior_predictive["obs"].shape == (1, 300, len(GMM_DATA))
+    assert math.isfinite(float(az.loo(idata).elpd_loo))
+
+
+def test_enumerated_sites_shared_by_two_observations_are_refused(float64):
+    def model(data):
+        with pyro.plate("data", len(data)):
+            a = pyro.sample("a", dist.Bernoulli(0.3), infer={"enumerate": "parallel"})
+            pyro.sample("u", dist.Normal(a, 1.0), obs=data)
+            pyro.sample("v", dist.Normal(-a, 1.0), obs=data)
+
+    with pytest.raises(
+        ValueError, match=r"observed site\(s\) \['u', 'v'\] depend on the enumerated"
+    ):
+        to_inference_data(model, lambda data: None, GMM_DATA, num_samples=3)

@@ -12,6 +12,15 @@ import torch
 from pyrovi.diagnostics import BAD_KHAT, GOOD_KHAT, ParetoKHat, pareto_khat, psis, psis_khat
 from pyrovi.diagnostics._arviz import import_arviz
 from tests.diagnostics.conjugate import ConjugateNormal
+from tests.diagnostics.idioms import (
+    GMM_DATA,
+    GMM_VALUES,
+    BayesianRegression,
+    batch_reshaping_model,
+    gmm,
+    gmm_log_joint,
+    regression_data,
+)
 from tests.infer.ppca import PPCA
 
 
@@ -171,3 +180,56 @@ def test_errors_name_the_argument():
     conj = ConjugateNormal(n=5)
     with pytest.raises(ValueError, match="num_samples must be an integer >= 21.*got 10"):
         psis_khat(conj.model, conj.guide, conj.x, num_samples=10)
+
+
+# --------------------------------------------------------------------------- Pyro idioms
+
+
+def test_non_vectorizable_local_model_keeps_one_khat_per_datapoint(float64):
+    ppca = PPCA(d=4, k=2)
+    x = ppca.sample(10)
+    model = batch_reshaping_model(ppca)
+    with pytest.warns(UserWarning, match="psis_khat: .*one at a time.*vectorize=False"):
+        result = psis_khat(model, ppca.exact_guide, x, num_samples=30)
+    assert result.pointwise and result.khat.shape == (10,)
+    torch.testing.assert_close(
+        result.log_weights, ppca.log_evidence(x).expand(30, 10), rtol=0, atol=1e-10
+    )
+    assert (result.khat == -math.inf).all()  # constant weights
+    with pytest.raises(ValueError, match="not broadcastable"):
+        psis_khat(model, ppca.exact_guide, x, num_samples=30, vectorize=True)
+
+
+def test_bayesian_regression_tutorial_model_has_one_joint_khat(float64):
+    x, y = regression_data()
+    model = BayesianRegression(sigma=0.4)
+    result = psis_khat(model, model.exact_guide, x, y, num_samples=25, vectorize=False)
+    assert not result.pointwise and result.khat.dim() == 0
+    torch.testing.assert_close(
+        result.log_weights, model.log_evidence(x, y).expand(25), rtol=0, atol=1e-9
+    )
+    assert result.khat.item() == -math.inf
+
+
+def test_enumerated_mixture_weights_sum_out_the_assignment(float64):
+    from pyro import poutine
+    from pyro.infer.autoguide import AutoDelta
+    from pyro.infer.autoguide.initialization import init_to_value
+
+    guide = AutoDelta(
+        poutine.block(gmm, expose=["weights", "locs", "scale"]),
+        init_loc_fn=init_to_value(values=GMM_VALUES),
+    )
+    result = psis_khat(gmm, guide, GMM_DATA, num_samples=25, vectorize=False)
+    assert not result.pointwise  # the weights, scale and locs are global
+    torch.testing.assert_close(result.log_weights, gmm_log_joint().expand(25), rtol=0, atol=1e-10)
+
+
+def test_parallel_is_the_older_name_of_vectorize(float64):
+    conj = ConjugateNormal(n=10)
+    a = psis_khat(conj.model, conj.guide, conj.x, num_samples=25, parallel=False)
+    torch.testing.assert_close(a.log_weights, conj.log_evidence(conj.x).expand(25))
+    with pytest.raises(ValueError, match="vectorize=False and parallel=True disagree"):
+        psis_khat(conj.model, conj.guide, conj.x, num_samples=25, vectorize=False, parallel=True)
+    with pytest.raises(TypeError, match="parallel must be True, False or None, got 1"):
+        psis_khat(conj.model, conj.guide, conj.x, num_samples=25, parallel=1)

@@ -1,4 +1,4 @@
-"""Flow guides: AmortizedFlow on PPCA, Trace_ELBO by hand, FlowGuide on a Gaussian posterior."""
+"""Amortized flow guides: AmortizedFlow on PPCA, Trace_ELBO by hand (FlowGuide: test_flow_guide)."""
 
 import pyro
 import pyro.distributions as dist
@@ -7,7 +7,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyrovi.distributions.flow_layers import FLOW_KINDS
-from pyrovi.guides import AmortizedFlow, AmortizedNormal, FlowGuide
+from pyrovi.guides import AmortizedFlow, AmortizedNormal
 from pyrovi.infer import elbo, fit, log_marginal_likelihood
 from pyrovi.models import VAE
 from tests.infer.ppca import PPCA
@@ -65,62 +65,6 @@ def test_flow_guide_closes_the_ppca_gap_that_mean_field_leaves(kind):
     assert gaps[kind] < 0.5 * gaps["normal"], gaps
 
 
-def _gaussian_posterior_model(x):
-    theta = pyro.sample("theta", dist.Normal(torch.zeros(2), torch.ones(2)).to_event(1))
-    with pyro.plate("data", x.shape[0]):
-        pyro.sample("x", dist.Normal(theta, 1.0).to_event(1), obs=x)
-
-
-def test_flow_guide_reaches_a_gaussian_posterior():
-    torch.manual_seed(0)
-    x = torch.randn(20, 2) + torch.tensor([1.0, -2.0])
-    # conjugate: theta | x ~ N(sum(x) / (n + 1), 1 / (n + 1))
-    n = x.shape[0]
-    post = dist.Normal(x.sum(0) / (n + 1), (1.0 / (n + 1)) ** 0.5).to_event(1)
-    guide = FlowGuide(_gaussian_posterior_model, flow="iaf", num_layers=2, hidden_features=16)
-    for lr, steps in ((1e-2, 800), (2e-3, 400), (4e-4, 300)):  # step-decayed learning rate
-        fit(
-            _gaussian_posterior_model,
-            guide,
-            x,
-            epochs=steps,
-            batch_size=n,
-            lr=lr,
-            num_particles=8,
-            progress=False,
-            seed=0,
-        )
-    q = guide.get_posterior()
-    with torch.no_grad():
-        theta, log_q = q.sample_and_log_prob((20000,))
-        kl = (log_q - post.log_prob(theta)).mean()
-    assert float(kl) < 0.01
-    median = guide.median()["theta"]
-    torch.testing.assert_close(median, post.mean, atol=0.03, rtol=0)
-    quantiles = guide.quantiles([0.1, 0.9])["theta"]
-    assert (
-        quantiles.shape == (2, 2)
-        and (quantiles[0] < median).all()
-        and (median < quantiles[1]).all()
-    )
-
-
-def test_flow_guide_handles_constrained_sites():
-    def model(x):
-        scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("x", dist.Normal(0.0, scale), obs=x)
-
-    x = 3.0 * torch.randn(50)
-    guide = FlowGuide(model, flow="nsf", num_layers=2, hidden_features=8)
-    fit(model, guide, x, epochs=300, batch_size=50, lr=1e-2, progress=False, seed=0)
-    samples = guide.sample_posterior(500)["scale"]
-    assert samples.shape == (500,) and (samples > 0).all()
-    assert 2.0 < float(guide.median()["scale"]) < 4.0
-
-
 def test_bad_flow_names():
     with pytest.raises(ValueError, match="flow must be one of"):
         AmortizedFlow(5, 2, flow="glow")
-    with pytest.raises(ValueError, match="flow must be one of"):
-        FlowGuide(_gaussian_posterior_model, flow="glow")

@@ -403,6 +403,7 @@ def test_a_dataloader_without_distributed_sampler_warns(tmp_path):
         sampled = DataLoader(
             TensorDataset(*_data()), batch_size=10, sampler=DistributedSampler(loader.dataset)
         )
+        pyro.clear_param_store()  # new guide of the same class: else fit warns of shared names
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
             fit(Regression(), PointMass(), sampled, epochs=1, progress=False, distributed=True)
