@@ -8,7 +8,8 @@ For each data set (``--datasets``):
    the same settings;
 2. binarize the test images once (``pyrovi.data.binarize_data(seed=0)``: one Bernoulli draw of
    each grey level) and keep the first ``--n-test``;
-3. compress them with :class:`pyrovi.compress.BitsBackCoder` for each ``--lanes`` setting,
+3. compress them with :class:`pyrovi.compress.BitsBackCoder` for each ``--lanes`` setting
+   (``auto``: the coder's default, chosen from the data size; ``full``: one lane per pixel),
    decompress, check the round trip is exact, and time both directions;
 4. compute the model's -ELBO on the same images (``pyrovi.infer.elbo``, ``--elbo-samples``
    draws per image) and compress the same bits with gzip, bz2 and lzma (Python's standard
@@ -18,8 +19,12 @@ For each data set (``--datasets``):
 Rates are bits per pixel (bits/dim). For bits back: ``total`` is the whole output (header, heads,
 stack); ``net`` leaves out the header and the clean bits that start the chain; ``chain`` is the
 sum of the per-image bits-back code lengths (what the chain adds per image, without any fixed
-cost). Wall and CPU (process) times in one process; training and the -ELBO use ``--threads``
-torch threads, the coder always runs its networks on one thread (for bit-exact floats). The
+cost). ``total_vs_neg_elbo_plus_header`` compares the whole output with the -ELBO of the images
+plus the header's bits. ``--sizes-digits`` and ``--sizes-fashion`` also code the first n test
+images with the default lanes, to show the fixed costs against the data size.
+
+Wall and CPU (process) times in one process; training and the -ELBO use ``--threads`` torch
+threads, the coder always runs its networks on one thread (for bit-exact floats). The
 machine may be shared: ``load_average_at_end`` in the JSON says how busy it was.
 
 Usage::
@@ -75,10 +80,17 @@ def parse_args(argv=None):
     p.add_argument("--latent-bits", type=int, default=12)
     p.add_argument(
         "--lanes-digits",
-        default="1,8,full",
-        help="comma-separated rANS lane counts to measure on digits ('full' = x_dim)",
+        default="auto,1,8,full",
+        help="comma-separated rANS lane counts to measure on digits ('auto' = the coder's "
+        "default, 'full' = x_dim)",
     )
-    p.add_argument("--lanes-fashion", default="112,full", help="the same for Fashion-MNIST")
+    p.add_argument("--lanes-fashion", default="auto,112,full", help="the same for Fashion-MNIST")
+    p.add_argument(
+        "--sizes-digits",
+        default="25,50,100,200",
+        help="first-n subsets of the digits test images coded with the default lanes ('' = none)",
+    )
+    p.add_argument("--sizes-fashion", default="30,100,300,1000", help="the same for Fashion-MNIST")
     p.add_argument(
         "--elbo-samples",
         type=int,
@@ -136,6 +148,51 @@ def baselines(bits: np.ndarray) -> dict:
     return out
 
 
+def code(model, guide, x, lanes, label, neg_elbo, args):
+    """Compress and decompress ``x`` with ``lanes`` (None: the default); rates and times."""
+    n, d = x.shape
+    coder = BitsBackCoder(model, guide, latent_bits=args.latent_bits, lanes=lanes)
+    estimate = coder.estimate_bits(x)
+    t0, c0 = time.perf_counter(), time.process_time()
+    blob = coder.encode(x)
+    enc_s, enc_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
+    decoded = coder.decode_values(blob)
+    dec_s, dec_cpu = time.perf_counter() - t0, time.process_time() - c0
+    exact = bool(np.array_equal(decoded, x.double().numpy()))
+    stats = coder.last_stats
+    neg_elbo_bits = neg_elbo.sum().item() / math.log(2)
+    neg_elbo_bpd = neg_elbo_bits / (n * d)
+    run = {
+        "lanes_option": label,
+        "exact_round_trip": exact,
+        **stats.as_dict(),
+        "estimated_bits": estimate,
+        "neg_elbo_bits": neg_elbo_bits,
+        "neg_elbo_plus_header_bits": neg_elbo_bits + stats.header_bits,
+        "encode_seconds": enc_s,
+        "decode_seconds": dec_s,
+        "encode_cpu_seconds": enc_cpu,
+        "decode_cpu_seconds": dec_cpu,
+        "encode_images_per_s": n / enc_s,
+        "decode_images_per_s": n / dec_s,
+        "encode_kpixels_per_s": n * d / enc_s / 1e3,
+        "decode_kpixels_per_s": n * d / dec_s / 1e3,
+        "total_vs_neg_elbo": stats.bits_per_dim / neg_elbo_bpd - 1,
+        "total_vs_neg_elbo_plus_header": stats.total_bits / (neg_elbo_bits + stats.header_bits) - 1,
+        "net_vs_neg_elbo": stats.net_bits_per_dim / neg_elbo_bpd - 1,
+        "chain_vs_neg_elbo": stats.chain_bits_per_dim / neg_elbo_bpd - 1,
+    }
+    print(
+        f"  n={n} lanes={label}({stats.lanes}): total {stats.bits_per_dim:.4f} "
+        f"({run['total_vs_neg_elbo_plus_header']:+.2%} vs -ELBO + header), net "
+        f"{stats.net_bits_per_dim:.4f}, chain {stats.chain_bits_per_dim:.4f} bits/dim (clean bits "
+        f"{stats.clean_bits}); encode {n / enc_s:.0f} img/s ({n / enc_cpu:.0f}/CPU-s), decode "
+        f"{n / dec_s:.0f} img/s ({n / dec_cpu:.0f}/CPU-s); exact={exact}"
+    )
+    return run
+
+
 def run_dataset(name, args):
     data = load_dataset(name)
     model, guide, meta = get_model(name, data, args)
@@ -150,40 +207,14 @@ def run_dataset(name, args):
     print(f"{name}: {n} test images of {d} pixels; -ELBO {neg_elbo_bpd:.4f} bits/dim")
     runs = []
     lane_list = args.lanes_digits if name == "digits" else args.lanes_fashion
-    for lanes in lane_list.split(","):
-        lanes_n = d if lanes == "full" else int(lanes)
-        coder = BitsBackCoder(model, guide, latent_bits=args.latent_bits, lanes=lanes_n)
-        t0, c0 = time.perf_counter(), time.process_time()
-        blob = coder.encode(x)
-        enc_s, enc_cpu = time.perf_counter() - t0, time.process_time() - c0
-        t0, c0 = time.perf_counter(), time.process_time()
-        decoded = coder.decode_values(blob)
-        dec_s, dec_cpu = time.perf_counter() - t0, time.process_time() - c0
-        exact = bool(np.array_equal(decoded, x.double().numpy()))
-        stats = coder.last_stats
-        run = {
-            "lanes": lanes_n,
-            "exact_round_trip": exact,
-            **stats.as_dict(),
-            "encode_seconds": enc_s,
-            "decode_seconds": dec_s,
-            "encode_cpu_seconds": enc_cpu,
-            "decode_cpu_seconds": dec_cpu,
-            "encode_images_per_s": n / enc_s,
-            "decode_images_per_s": n / dec_s,
-            "encode_kpixels_per_s": n * d / enc_s / 1e3,
-            "decode_kpixels_per_s": n * d / dec_s / 1e3,
-            "total_vs_neg_elbo": stats.bits_per_dim / neg_elbo_bpd - 1,
-            "net_vs_neg_elbo": stats.net_bits_per_dim / neg_elbo_bpd - 1,
-            "chain_vs_neg_elbo": stats.chain_bits_per_dim / neg_elbo_bpd - 1,
-        }
-        runs.append(run)
-        print(
-            f"  lanes={lanes_n}: total {stats.bits_per_dim:.4f}, net {stats.net_bits_per_dim:.4f}, "
-            f"chain {stats.chain_bits_per_dim:.4f} bits/dim (clean bits {stats.clean_bits}); "
-            f"encode {n / enc_s:.0f} img/s ({n / enc_cpu:.0f}/CPU-s), decode {n / dec_s:.0f} img/s "
-            f"({n / dec_cpu:.0f}/CPU-s); exact={exact}"
-        )
+    for label in lane_list.split(","):
+        lanes = None if label == "auto" else d if label == "full" else int(label)
+        runs.append(code(model, guide, x, lanes, label, neg_elbo, args))
+    sweep = []
+    sizes = args.sizes_digits if name == "digits" else args.sizes_fashion
+    if sizes:
+        for size in [int(v) for v in sizes.split(",")]:
+            sweep.append(code(model, guide, x[:size], None, "auto", neg_elbo[:size], args))
     base = baselines(x.numpy().astype(np.uint8))
     for key, value in base.items():
         print(f"  {key:12s} {value['bits_per_dim']:.4f} bits/dim ({value['encode_seconds']:.2f} s)")
@@ -203,9 +234,10 @@ def run_dataset(name, args):
         "neg_elbo_bits_per_dim_se": neg_elbo_se,
         "neg_elbo_nats_per_image": neg_elbo.mean().item(),
         "bits_back": runs,
+        "bits_back_by_size": sweep,
         "baselines": base,
         "beats_all_baselines": {
-            f"lanes={r['lanes']}": bool(
+            f"lanes={r['lanes_option']}({r['lanes']})": bool(
                 all(r["bits_per_dim"] < v["bits_per_dim"] for v in base.values())
             )
             for r in runs

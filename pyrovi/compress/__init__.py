@@ -7,17 +7,24 @@
 - :mod:`~pyrovi.compress.pixels`: pixel likelihoods (Bernoulli, discretized Gaussian,
   categorical);
 - :mod:`~pyrovi.compress.bitsback`: the bits-back chain, :func:`encode` / :func:`decode`;
-- :mod:`~pyrovi.compress.bundle`: save, load and train the MLP VAEs the command line uses.
+- :mod:`~pyrovi.compress.stream`: the stream format (version 2: checksummed, every count bounded
+  by the stream's size) and its checks;
+- :mod:`~pyrovi.compress.bundle`: save, load and train the MLP VAEs the command line uses;
+- :mod:`~pyrovi.compress.errors`: :class:`CorruptStreamError`, :class:`ModelFileError` (both
+  ``ValueError``).
 
 Command line: ``python -m pyrovi.compress --help``.
 """
 
 from pyrovi.compress.bitsback import (
+    LANE_COST_BITS,
+    LANE_SHARE,
+    MAX_DEFAULT_LANES,
     BitsBackCoder,
     CompressionStats,
     decode,
+    default_lanes,
     encode,
-    stream_info,
 )
 from pyrovi.compress.buckets import LatentBuckets
 from pyrovi.compress.bundle import load_vae, save_vae, train_vae
@@ -28,6 +35,7 @@ from pyrovi.compress.codecs import (
     discretized_gaussian,
     uniform_frequencies,
 )
+from pyrovi.compress.errors import CorruptStreamError, ModelFileError
 from pyrovi.compress.pixels import (
     BernoulliPixels,
     CategoricalPixels,
@@ -35,13 +43,21 @@ from pyrovi.compress.pixels import (
     PixelLikelihood,
 )
 from pyrovi.compress.rans import MAX_PRECISION, Message, WordStack, clean_words
+from pyrovi.compress.stream import parse_stream, stream_info
 
 __all__ = [
     "BitsBackCoder",
     "CompressionStats",
     "encode",
     "decode",
+    "default_lanes",
+    "LANE_COST_BITS",
+    "LANE_SHARE",
+    "MAX_DEFAULT_LANES",
     "stream_info",
+    "parse_stream",
+    "CorruptStreamError",
+    "ModelFileError",
     "LatentBuckets",
     "save_vae",
     "load_vae",

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -27,7 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pyrovi.compress.bitsback import BitsBackCoder, stream_info  # noqa: E402
+from pyrovi.compress.bitsback import BitsBackCoder, decode  # noqa: E402
 from pyrovi.compress.bundle import load_vae, save_vae, train_vae  # noqa: E402
 from pyrovi.data import DATASETS, binarize_data, load_dataset  # noqa: E402
 
@@ -74,76 +75,129 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+class CommandError(Exception):
+    """A failure the command line reports in one line (exit status 1)."""
+
+
+def _load_array(path: str) -> torch.Tensor:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(_NPY_MAGIC))
+        if magic != _NPY_MAGIC:
+            raise CommandError(f"--input {path}: not a .npy file (it starts with {magic!r})")
+        array = np.load(path)
+    except (OSError, ValueError, EOFError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise CommandError(f"--input {path}: cannot read a .npy array: {reason}") from err
+    if array.dtype.kind not in "biuf":
+        raise CommandError(f"--input {path}: holds {array.dtype} values, not numbers")
+    return torch.as_tensor(array, dtype=torch.float64)
+
+
+def _write(path: str, write: Callable[[str], object]) -> None:
+    try:
+        write(path)
+    except OSError as err:
+        raise CommandError(f"--output {path}: cannot write it: {err.strerror or err}") from err
+
+
+def _load_dataset(name: str, data_dir: str | None, **kwargs):
+    try:
+        return load_dataset(name, data_dir, **kwargs)
+    except (FileNotFoundError, ValueError) as err:
+        raise CommandError(str(err)) from err
+
+
 def _load_data(parser: argparse.ArgumentParser, args: argparse.Namespace, likelihood: str):
     if (args.input is None) == (args.dataset is None):
         parser.error("encode needs exactly one of --input and --dataset")
     if args.input is not None:
-        return torch.as_tensor(np.load(args.input), dtype=torch.float64)
-    try:
-        data = load_dataset(args.dataset, args.data_dir)
-    except (FileNotFoundError, ValueError) as e:
-        parser.error(str(e))
+        return _load_array(args.input)
+    data = _load_dataset(args.dataset, args.data_dir)
     x = binarize_data(data, seed=0).x_test if likelihood == "bernoulli" else data.x_test
     return x[: args.n] if args.n else x
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run the command line; ``argv`` defaults to ``sys.argv[1:]``."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.command == "train":
-        try:
-            data = load_dataset(args.dataset, args.data_dir, subset=args.subset)
-        except (FileNotFoundError, ValueError) as e:
-            parser.error(str(e))
+def _train(args: argparse.Namespace) -> dict:
+    data = _load_dataset(args.dataset, args.data_dir, subset=args.subset)
+    try:
         hidden = [int(h) for h in args.hidden.split(",") if h]
-        t0 = time.perf_counter()
-        model, guide, result = train_vae(
-            data.x_train, args.z_dim, hidden_dims=hidden, epochs=args.epochs, seed=args.seed
-        )
-        meta = {
-            "dataset": args.dataset,
-            "epochs": args.epochs,
-            "train_seconds": time.perf_counter() - t0,
-            "train_elbo_last_epoch": result.history["train_elbo"][-1],
-        }
-        save_vae(args.model, model, guide, hidden, meta)
-        print(f"trained {args.epochs} epochs in {meta['train_seconds']:.1f} s -> {args.model}")
-        return meta
+    except ValueError as err:
+        raise CommandError(f"--hidden {args.hidden!r}: not comma-separated integers") from err
+    t0 = time.perf_counter()
+    model, guide, result = train_vae(
+        data.x_train, args.z_dim, hidden_dims=hidden, epochs=args.epochs, seed=args.seed
+    )
+    meta = {
+        "dataset": args.dataset,
+        "epochs": args.epochs,
+        "train_seconds": time.perf_counter() - t0,
+        "train_elbo_last_epoch": result.history["train_elbo"][-1],
+    }
+    save_vae(args.model, model, guide, hidden, meta)
+    print(f"trained {args.epochs} epochs in {meta['train_seconds']:.1f} s -> {args.model}")
+    return meta
+
+
+def _encode(parser: argparse.ArgumentParser, args: argparse.Namespace, model, guide) -> dict:
+    x = _load_data(parser, args, model.likelihood)
+    coder = BitsBackCoder(model, guide, latent_bits=args.latent_bits, lanes=args.lanes)
     try:
-        model, guide, _ = load_vae(args.model)
-    except (FileNotFoundError, ValueError) as e:
-        parser.error(str(e))
-    if args.command == "encode":
-        x = _load_data(parser, args, model.likelihood)
-        try:
-            coder = BitsBackCoder(model, guide, latent_bits=args.latent_bits, lanes=args.lanes)
-            blob = coder.encode(x)
-        except ValueError as e:
-            parser.error(str(e))
-        Path(args.output).write_bytes(blob)
-        stats = coder.last_stats.as_dict()
-        print(json.dumps(stats, indent=2))
-        return stats
-    blob = Path(args.input).read_bytes()
+        blob = coder.encode(x)
+    except (ValueError, TypeError) as err:
+        source = f"--input {args.input}" if args.input else f"--dataset {args.dataset}"
+        raise CommandError(f"{source}: {err}") from err
+    _write(args.output, lambda path: Path(path).write_bytes(blob))
+    stats = coder.last_stats.as_dict()
+    print(json.dumps(stats, indent=2))
+    return stats
+
+
+def _decode(args: argparse.Namespace, model, guide) -> dict:
     try:
-        info = stream_info(blob)
-        coder = BitsBackCoder(
-            model,
-            guide,
-            **{k: info[k] for k in ("latent_bits", "lanes", "seed")},
-            posterior_precision=info["posterior_precision"],
-            likelihood_precision=info["likelihood_precision"],
-        )
+        blob = Path(args.input).read_bytes()
+    except OSError as err:
+        raise CommandError(f"--input {args.input}: cannot read it: {err.strerror}") from err
+    try:
         t0 = time.perf_counter()
-        x = coder.decode_values(blob)
-    except ValueError as e:
-        parser.error(str(e))
-    np.save(args.output, x.astype(np.float32))
+        x = decode(model, guide, blob).cpu().numpy()
+    except ValueError as err:
+        raise CommandError(f"--input {args.input}: {str(err).removeprefix('blob: ')}") from err
+    _write(args.output, lambda path: np.save(path, x.astype(np.float32)))
     out = {"num_data": int(x.shape[0]), "decode_seconds": time.perf_counter() - t0}
     print(f"decoded {x.shape[0]} images in {out['decode_seconds']:.2f} s -> {args.output}")
     return out
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    if args.command == "train":
+        return _train(args)
+    model, guide, _ = load_vae(args.model)
+    if args.command == "encode":
+        return _encode(parser, args, model, guide)
+    return _decode(args, model, guide)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the command line; ``argv`` defaults to ``sys.argv[1:]``.
+
+    Errors of the arguments exit with status 2 (argparse's usage message); a file that cannot be
+    used (model, stream, input array, output path), data the model cannot code, or a stream
+    encoded with another model exit with status 1 after one line on stderr,
+    ``python -m pyrovi.compress: error: ...``, naming the file and what is wrong.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(parser, args)
+    except (CommandError, ValueError, TypeError, OSError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -6,6 +6,14 @@ exactly ``2**-bits``, so coding a bucket with the prior costs exactly ``bits`` b
 symbol). A Gaussian posterior ``N(mu, sigma)`` gives bucket ``j`` the mass between its edges;
 the bucket stands for its prior median (the quantile ``(j + 1/2) / 2**bits``), the value the
 decoder network sees.
+
+Buckets are coded under the prior as *scrambled* symbols (a fixed bijection of
+``{0, ..., 2**bits - 1}``, :meth:`LatentBuckets.to_prior_symbols`). Under the prior this costs
+the same ``bits`` bits, but it matters for the next datapoint of a bits-back chain, whose
+posterior draws its latents from the bits just pushed: bucket indices of neighbouring latents
+follow the aggregate posterior, not the prior, and with few rANS lanes they fill the whole
+slot that the next draw reads, which biased it (+1.1% over -ELBO measured on an untrained VAE,
+one lane). Scrambled, the same bits look uniform to the next draw (bias below noise).
 """
 
 from __future__ import annotations
@@ -16,6 +24,17 @@ import torch
 from pyrovi.compress.codecs import QuantizedCDF, normal_cdf
 
 __all__ = ["LatentBuckets"]
+
+
+def _scramble_table(bits: int) -> np.ndarray:
+    """A fixed bijection of ``{0, ..., 2**bits - 1}`` (``int64``) that spreads neighbouring
+    values over the whole range: odd multiplications modulo ``2**bits`` around a xorshift, each
+    invertible."""
+    mask = (1 << bits) - 1
+    x = np.arange(1 << bits, dtype=np.int64)
+    x = (x * 0x9E3779B1) & mask
+    x ^= x >> ((bits + 1) // 2)
+    return (x * 0x85EBCA6B + 0x5BD1E995) & mask
 
 
 class LatentBuckets:
@@ -39,6 +58,17 @@ class LatentBuckets:
         self.centres = torch.special.ndtri(
             (torch.arange(self.num, dtype=torch.float64) + 0.5) / self.num
         ).numpy()
+        self._scramble = _scramble_table(bits)
+        self._unscramble = np.argsort(self._scramble)
+
+    def to_prior_symbols(self, index: np.ndarray) -> np.ndarray:
+        """Scrambled symbols of bucket indices (``int64``, same shape): what is coded under the
+        prior."""
+        return self._scramble[np.asarray(index, dtype=np.int64)]
+
+    def from_prior_symbols(self, symbols: np.ndarray) -> np.ndarray:
+        """Bucket indices of scrambled symbols: the inverse of :meth:`to_prior_symbols`."""
+        return self._unscramble[np.asarray(symbols, dtype=np.int64)]
 
     def posterior(self, loc: np.ndarray, scale: np.ndarray, precision: int = 24) -> QuantizedCDF:
         """Bucket frequencies under ``N(loc, scale)`` per lane (``loc``, ``scale``: ``(m,)``)."""

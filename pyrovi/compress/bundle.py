@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pyro
 import torch
 
+from pyrovi.compress.errors import ModelFileError
 from pyrovi.data import DynamicBinarization
 from pyrovi.guides import AmortizedNormal
 from pyrovi.infer import fit
@@ -18,6 +20,7 @@ from pyrovi.models import VAE
 __all__ = ["save_vae", "load_vae", "train_vae"]
 
 _FORMAT = "pyrovi.compress.vae/1"
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
 def save_vae(
@@ -62,27 +65,98 @@ def load_vae(path: str | os.PathLike) -> tuple[VAE, AmortizedNormal, dict[str, A
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If it is not such a file.
+        ModelFileError: (a ``ValueError``) If it is a directory, empty, truncated or corrupt,
+            not a ``torch.save`` file, not a :func:`save_vae` file (or one from a newer format),
+            or its weights do not fit its configuration. The message names the file.
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ModelFileError(f"model file {path} is a directory, not a file")
+    if not path.exists():
         raise FileNotFoundError(f"model: no file at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != _FORMAT:
-        raise ValueError(f"model: {path} was not written by pyrovi.compress.save_vae")
-    c = state["config"]
-    model = VAE(
-        c["x_dim"],
-        c["z_dim"],
-        likelihood=c["likelihood"],
-        hidden_dims=c["hidden_dims"],
-        scale=c["scale"],
-        learn_scale=c["learn_scale"],
-    )
-    guide = AmortizedNormal(c["x_dim"], c["z_dim"], hidden_dims=c["hidden_dims"])
-    model.load_state_dict(state["model"])
-    guide.load_state_dict(state["guide"])
+    state = _read(path)
+    config = _check_state(path, state)
+    try:
+        model = VAE(
+            config["x_dim"],
+            config["z_dim"],
+            likelihood=config["likelihood"],
+            hidden_dims=config["hidden_dims"],
+            scale=config["scale"],
+            learn_scale=config["learn_scale"],
+        )
+        guide = AmortizedNormal(config["x_dim"], config["z_dim"], hidden_dims=config["hidden_dims"])
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise ModelFileError(
+            f"model file {path}: its weights do not fit its configuration {config}: "
+            f"{type(err).__name__}: {_first_line(err)}"
+        ) from err
     return model.eval(), guide.eval(), state.get("meta", {})
+
+
+def _read(path: Path) -> Any:
+    """``torch.load`` of ``path`` (safe: weights only), or a :class:`ModelFileError` saying why
+    it cannot be read."""
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelFileError(f"model file {path} is empty (0 bytes): it was never written")
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
+    except Exception as err:
+        refused = isinstance(err, pickle.UnpicklingError) and "Weights only" in str(err)
+        if refused and head == _ZIP_MAGIC:
+            raise ModelFileError(
+                f"model file {path} ({size} bytes) was not written by save_vae: it holds Python "
+                "objects that a safe load (torch.load with weights_only=True) refuses"
+            ) from err
+        if head == _ZIP_MAGIC:
+            what = "is truncated or corrupt (a torch.save archive that cannot be read)"
+        else:
+            what = f"is not a torch.save file (it starts with {head!r}, not {_ZIP_MAGIC!r})"
+        detail = "" if refused else f": {type(err).__name__}: {_first_line(err)}"
+        raise ModelFileError(f"model file {path} ({size} bytes) {what}{detail}") from err
+
+
+_CONFIG_KEYS = ("x_dim", "z_dim", "hidden_dims", "likelihood", "scale", "learn_scale")
+
+
+def _check_state(path: Path, state: Any) -> dict[str, Any]:
+    """The configuration of a :func:`save_vae` state, or a :class:`ModelFileError`."""
+    fmt = state.get("format") if isinstance(state, dict) else None
+    if not isinstance(fmt, str) or not fmt.startswith(_FORMAT.split("/")[0] + "/"):
+        raise ModelFileError(
+            f"model file {path} was not written by pyrovi.compress.save_vae: it holds "
+            f"{_describe(state)} without format {_FORMAT!r}"
+        )
+    if fmt != _FORMAT:
+        raise ModelFileError(
+            f"model file {path} has format {fmt!r}; this pyrovi reads {_FORMAT!r} (written by "
+            "a newer pyrovi?)"
+        )
+    config = state.get("config")
+    missing = [k for k in _CONFIG_KEYS if not isinstance(config, dict) or k not in config]
+    missing += [k for k in ("model", "guide") if not isinstance(state.get(k), dict)]
+    if missing:
+        raise ModelFileError(f"model file {path} is incomplete: it lacks {missing}")
+    return config
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else "(no message)"
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, dict):
+        keys = sorted(map(str, obj))
+        return f"a dict with keys {keys[:8]}{' ...' if len(keys) > 8 else ''}"
+    return f"a {type(obj).__name__}"
 
 
 def train_vae(

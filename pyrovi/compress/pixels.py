@@ -19,6 +19,15 @@ __all__ = [
 ]
 
 
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    """Index of the first True entry of ``mask`` (C order)."""
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
+
+
+def _index(where: tuple[int, ...]) -> str:
+    return "[" + ", ".join(map(str, where)) + "]"
+
+
 class PixelLikelihood:
     """Base class: ``p(x | z)`` over ``num_symbols`` values per pixel.
 
@@ -34,20 +43,26 @@ class PixelLikelihood:
         """Data ``(..., D)`` in [0, 1] to integer symbols (``int64``, same shape).
 
         Raises:
-            ValueError: If ``x`` holds values that are not on this likelihood's grid.
+            ValueError: If ``x`` holds values that are not on this likelihood's grid (the
+                message names the first one and where it is).
         """
         levels = self.num_symbols - 1
         x = np.asarray(x, dtype=np.float64)
+        finite = np.isfinite(x)
+        if not finite.all():
+            where = _first(~finite)
+            raise ValueError(f"data must be finite; data{_index(where)} is {x[where]}")
         s = np.rint(x * levels)
-        if (
-            not np.isfinite(x).all()
-            or (np.abs(x * levels - s) > 1e-4).any()
-            or (s < 0).any()
-            or (s > levels).any()
-        ):
+        off = (np.abs(x * levels - s) > 1e-4) | (s < 0) | (s > levels)
+        if off.any():
+            where = _first(off)
+            grid = "{0, 1}" if levels == 1 else f"{{0, 1/{levels}, 2/{levels}, ..., 1}}"
+            hint = "binarize the data" if levels == 1 else "quantize the data to the grid"
+            if levels > 1 and 1 < x.max() <= levels and (x == np.rint(x)).all():
+                hint = f"scale integer data to [0, 1] (divide by {levels})"
             raise ValueError(
-                f"data: a {self.kind} likelihood codes values in {{0, 1/{levels}, ..., 1}}; "
-                "got other values (binarize the data, or quantize it to the grid first)"
+                f"data: a {self.kind} likelihood codes values in {grid}; data{_index(where)} = "
+                f"{x[where]:g} is not one of them ({hint} first)"
             )
         return s.astype(np.int64)
 

@@ -9,7 +9,9 @@ bits-back chaining needs.
 
 The stack has a *clean floor*: popping more words than were pushed draws fresh pseudo-random
 words from a seeded stream (the "initial bits" of bits-back coding) and counts them, so the
-overhead of starting a chain is measured, not guessed.
+overhead of starting a chain is measured, not guessed. A decoder turns the floor off
+(``clean_floor=False``): decoding a valid message never pops below its bottom, so a pop that
+would is a corrupt (or wrongly decoded) message and raises :class:`StackExhaustedError` at once.
 
 Lanes are independent, so a vector of ``n`` symbols (one per lane, each with its own
 distribution) costs a handful of numpy operations, as in BB-ANS (Townsend et al., 2019); longer
@@ -23,7 +25,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["Message", "WordStack", "clean_words", "MAX_PRECISION"]
+from pyrovi.compress.errors import CorruptStreamError
+
+__all__ = ["Message", "WordStack", "StackExhaustedError", "clean_words", "MAX_PRECISION"]
 
 MAX_PRECISION = 32
 """Largest supported ``precision`` (bits of the frequency tables)."""
@@ -32,6 +36,10 @@ _LOW = np.uint64(1 << 32)  # lower bound of a head
 _MASK32 = np.uint64(0xFFFFFFFF)
 _WORD_SHIFT = np.uint64(32)
 _BLOCK = 1024  # clean words are generated in blocks of this size
+
+
+class StackExhaustedError(CorruptStreamError):
+    """A pop needed more words than a stack without clean floor holds."""
 
 
 def clean_words(seed: int, start: int, count: int) -> np.ndarray:
@@ -60,14 +68,19 @@ class WordStack:
     Args:
         seed: Seed of the clean-word stream drawn from when popping below the floor.
         words: Initial contents, bottom first.
+        clean_floor: Draw clean words when popping more than the stack holds; if False, such a
+            pop raises :class:`StackExhaustedError` (and leaves the stack as it was).
     """
 
-    def __init__(self, seed: int = 0, words: np.ndarray | None = None) -> None:
+    def __init__(
+        self, seed: int = 0, words: np.ndarray | None = None, *, clean_floor: bool = True
+    ) -> None:
         init = np.zeros(0, np.uint32) if words is None else np.asarray(words, dtype=np.uint32)
         self._buf = np.empty(max(1024, 2 * init.size), dtype=np.uint32)
         self._buf[: init.size] = init
         self.size = int(init.size)
         self.seed = int(seed)
+        self.clean_floor = bool(clean_floor)
         self.clean_drawn = 0  # words drawn from below the floor
 
     def push(self, words: np.ndarray) -> None:
@@ -86,6 +99,10 @@ class WordStack:
             self.size -= n
             return self._buf[self.size : self.size + n].copy()
         deficit = n - self.size
+        if not self.clean_floor:
+            raise StackExhaustedError(
+                f"popping {n} words from a stack of {self.size}: the message is exhausted"
+            )
         # Below the floor lie clean words r_0, r_1, ... (r_0 on top): the block, bottom first,
         # is r_{D+deficit-1}, ..., r_D followed by what the stack still holds.
         fresh = clean_words(self.seed, self.clean_drawn, deficit)[::-1]
@@ -134,8 +151,18 @@ class Message:
         self.initial_random_bits = 32 * int(random_lanes)
 
     @classmethod
-    def from_arrays(cls, head: np.ndarray, words: np.ndarray, seed: int = 0) -> Message:
-        """Rebuild a message from its heads (``uint64``) and stack words (``uint32``)."""
+    def from_arrays(
+        cls, head: np.ndarray, words: np.ndarray, seed: int = 0, *, clean_floor: bool = True
+    ) -> Message:
+        """Rebuild a message from its heads (``uint64``) and stack words (``uint32``).
+
+        Args:
+            head: The heads, each ``>= 2**32``.
+            words: The stack, bottom first.
+            seed: Seed of the clean-word stream.
+            clean_floor: See :class:`WordStack`; a decoder passes False to fail as soon as the
+                message runs out.
+        """
         head = np.asarray(head, dtype=np.uint64)
         if head.ndim != 1 or head.size == 0:
             raise ValueError(f"head must be a non-empty 1-d array, got shape {head.shape}")
@@ -143,7 +170,7 @@ class Message:
             raise ValueError("head: every head must be >= 2**32 (corrupt message?)")
         msg = cls(int(head.size), seed)
         msg.head = head.copy()
-        msg.stack = WordStack(seed, words)
+        msg.stack = WordStack(seed, words, clean_floor=clean_floor)
         return msg
 
     @property

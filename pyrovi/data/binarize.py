@@ -12,6 +12,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from pyrovi._checks import check_finite, check_int
 from pyrovi._validation import value_range
 from pyrovi.data.dataset import ImageData
 
@@ -61,6 +62,7 @@ def binarize(
     if method not in _METHODS:
         raise ValueError(f"binarize: `method` must be one of {_METHODS}, got {method!r}")
     _check_probabilities(x, "binarize")
+    threshold = check_finite("threshold", threshold)
     if method == "sample":
         return torch.bernoulli(x, generator=generator)
     return (x > threshold).to(x.dtype)
@@ -122,6 +124,9 @@ def binarize_data(
         A copy of ``data`` with binary ``x_train`` and ``x_test`` (same dtype,
         shapes and devices); labels, ``image_shape`` and ``name`` unchanged.
     """
+    if not isinstance(data, ImageData):
+        raise TypeError(f"data must be an ImageData, got {type(data).__name__}")
+    seed = check_int("seed", seed, minimum=0)
     generators: dict[torch.device, torch.Generator] = {}
 
     def gen(x: Tensor) -> torch.Generator:

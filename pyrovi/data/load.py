@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from pyrovi._checks import check_optional_int
 from pyrovi.data.dataset import ImageData
 from pyrovi.data.digits import load_digits
 from pyrovi.data.idx import load_fashion_mnist, load_mnist
@@ -37,6 +38,7 @@ def load_dataset(
         ValueError: Unknown ``name``, or ``"mnist"`` without ``root``.
         FileNotFoundError: Missing files (the message says how to get them).
     """
+    subset = check_optional_int("subset", subset)
     if name == "digits":
         data = load_digits()
     elif name == "fashion-mnist":

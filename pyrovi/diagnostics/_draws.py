@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from pyrovi._checks import check_model_args
 from pyrovi.infer.importance import (
     Layout,
     NotVectorizableError,
@@ -71,6 +72,7 @@ class PosteriorDraws:
             per-datapoint site (local latents only), else None.
         num_data: Size N of the per-datapoint plate, or None when no site is inside it.
         data_index: Indices of the datapoints a subsampling plate used, else None.
+        plate: Name of the per-datapoint plate (resolved: ``"data"`` for ``plate=None``).
     """
 
     sites: dict[str, SiteDraws] = field(default_factory=dict)
@@ -79,6 +81,7 @@ class PosteriorDraws:
     pointwise_log_weight: torch.Tensor | None = None
     num_data: int | None = None
     data_index: torch.Tensor | None = None
+    plate: str = "data"
 
     @property
     def log_weight(self) -> torch.Tensor:
@@ -212,7 +215,7 @@ def draw_posterior(
     kwargs: dict,
     num_samples: int,
     *,
-    plate: str = "data",
+    plate: str | None = None,
     vectorize: bool | None = None,
     predictive: bool = True,
     max_samples_per_pass: int = 16384,
@@ -226,7 +229,8 @@ def draw_posterior(
         args: Model arguments.
         kwargs: Model keyword arguments.
         num_samples: Number of draws S.
-        plate: Name of the per-datapoint plate.
+        plate: Name of the per-datapoint plate (None: ``"data"``, see
+            :func:`pyrovi.infer.importance.resolve_plate`).
         vectorize: Draw in an outer plate (True), one at a time (False) or try the plate and
             fall back to one at a time (None); see :func:`pyrovi.infer.particles.run_passes`.
         predictive: Also draw the observed sites from the model (posterior predictive).
@@ -249,7 +253,9 @@ def draw_posterior(
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     check_vectorize(vectorize)
+    check_model_args(args, kwargs, caller)
     layout = inspect_model(model, guide, args, kwargs, plate, caller=caller)
+    plate = layout.plate
     fixer = SubsampleFixer()
     passes = run_passes(
         model,
@@ -269,4 +275,5 @@ def draw_posterior(
     )
     out = _assemble(layout, passes.results, num_samples, predictive, plate)
     out.data_index = fixer.indices.get(plate)
+    out.plate = plate
     return out

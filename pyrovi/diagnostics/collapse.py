@@ -23,7 +23,9 @@ from pyro import poutine
 from pyro.infer.autoguide import AutoGuide
 from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal
 
-from pyrovi.infer.evidence import _as_tensors
+from pyrovi._checks import check_data, check_nonnegative
+from pyrovi._validation import positive_int
+from pyrovi.infer.evidence import _as_tensors, data_names
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD",
@@ -97,13 +99,19 @@ def check_amortized(guide: Any, caller: str) -> None:
         )
 
 
-def _batches(data: torch.Tensor | Sequence[torch.Tensor], batch_size: int):
+def _batches(data: torch.Tensor | Sequence[torch.Tensor], batch_size: int, caller: str):
     tensors = _as_tensors(data, "data")
+    check_data(tensors, data_names(tensors), caller)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     n = tensors[0].shape[0]
     for start in range(0, n, batch_size):
         yield tuple(t[start : start + batch_size] for t in tensors)
+
+
+def _check_input(data: torch.Tensor | Sequence[torch.Tensor], caller: str) -> None:
+    tensors = _as_tensors(data, "data")
+    check_data(tensors, data_names(tensors), caller)
 
 
 def _nesting(trace) -> int:
@@ -155,9 +163,10 @@ def posterior_means(
             (e.g. a global latent).
     """
     check_amortized(guide, "posterior_means")
+    num_samples = positive_int("num_samples", num_samples)
     out = []
     with torch.no_grad(), poutine.block():
-        for batch in _batches(data, batch_size):
+        for batch in _batches(data, batch_size, "posterior_means"):
             b = batch[0].shape[0]
             trace = poutine.trace(guide).get_trace(*batch)
             node = _site(trace, site, "guide")
@@ -196,9 +205,7 @@ class ActiveUnits:
 
 
 def _check_threshold(threshold: Any) -> float:
-    if not (isinstance(threshold, int | float) and threshold >= 0):
-        raise ValueError(f"threshold must be a non-negative number, got {threshold!r}")
-    return float(threshold)
+    return check_nonnegative("threshold", threshold)
 
 
 def active_units(
@@ -227,6 +234,7 @@ def active_units(
         :class:`ActiveUnits`.
     """
     threshold = _check_threshold(threshold)
+    _check_input(data, "active_units")
     means = posterior_means(
         guide, data, site=site, num_samples=num_samples, batch_size=batch_size
     ).double()
@@ -278,7 +286,7 @@ def kl_per_dimension(
     check_amortized(guide, "kl_per_dimension")
     total, n = None, 0
     with torch.no_grad(), poutine.block():
-        for batch in _batches(data, batch_size):
+        for batch in _batches(data, batch_size, "kl_per_dimension"):
             b = batch[0].shape[0]
             guide_trace = poutine.trace(guide).get_trace(*batch)
             q = _site(guide_trace, site, "guide")
@@ -370,6 +378,7 @@ def posterior_collapse(
             global latent).
     """
     check_amortized(guide, "posterior_collapse")
+    _check_input(data, "posterior_collapse")
     units = active_units(guide, data, threshold, site=site, batch_size=batch_size)
     kl = kl_per_dimension(model, guide, data, site=site, batch_size=batch_size)
     return CollapseReport(activity=units.activity, kl=kl, threshold=units.threshold)

@@ -30,10 +30,11 @@ from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
+from pyrovi._checks import check_data, check_positive
 from pyrovi.diagnostics.collapse import check_amortized
 from pyrovi.diagnostics.psis import pareto_khat
-from pyrovi.infer.evidence import _as_tensors, elbo
-from pyrovi.infer.importance import inspect_model, is_deterministic, plate_frame
+from pyrovi.infer.evidence import _as_tensors, data_names, elbo
+from pyrovi.infer.importance import DEFAULT_PLATE, inspect_model, is_deterministic, plate_frame
 from pyrovi.infer.losses import FastTrace_ELBO
 from pyrovi.infer.optim import default_adam
 from pyrovi.infer.particles import log_weights
@@ -222,11 +223,10 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
-def _check_refine_arguments(steps: Any, lr: Any, num_particles: Any) -> None:
-    _positive_int("steps", steps, minimum=0)
-    _positive_int("num_particles", num_particles)
-    if isinstance(lr, bool) or not (isinstance(lr, int | float) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+def _check_refine_arguments(steps: Any, lr: Any, num_particles: Any, prefix: str = "") -> None:
+    _positive_int(f"{prefix}steps", steps, minimum=0)
+    _positive_int(f"{prefix}particles" if prefix else "num_particles", num_particles)
+    check_positive(f"{prefix}lr", lr)
 
 
 def refine_guide(
@@ -236,7 +236,7 @@ def refine_guide(
     steps: int = 300,
     lr: float = 0.2,
     num_particles: int = 10,
-    plate: str = "data",
+    plate: str | None = None,
     history: list[float] | None = None,
 ) -> LocalGaussianGuide:
     """Optimize a per-datapoint Gaussian guide for one batch, starting from the encoder.
@@ -253,14 +253,19 @@ def refine_guide(
         steps: Optimizer steps (0: return the encoder's parameters).
         lr: Initial Adam learning rate.
         num_particles: Draws per datapoint per step.
-        plate: Per-datapoint plate (the guide's ``plate`` attribute wins when it has one).
+        plate: Per-datapoint plate (the guide's ``plate`` attribute wins when it has one);
+            None means ``"data"`` (see :func:`pyrovi.infer.importance.resolve_plate`).
         history: If given, the mean ELBO per datapoint of every step is appended to it.
 
     Returns:
         :class:`LocalGaussianGuide` for this batch.
     """
     _check_refine_arguments(steps, lr, num_particles)
-    local = LocalGaussianGuide.from_encoder(guide, *batch, plate=plate)
+    check_data(batch, [f"batch[{i}]" for i in range(len(batch))], "refine_guide")
+    plate = getattr(guide, "plate", plate)
+    if steps > 0:  # the model is run: check the plate against it
+        plate = inspect_model(model, guide, batch, {}, plate, caller="refine_guide").plate
+    local = LocalGaussianGuide.from_encoder(guide, *batch, plate=plate or DEFAULT_PLATE)
     if steps == 0:
         return local
     params = list(local.parameters())
@@ -374,10 +379,12 @@ def _log_weights(
     )  # fmt: skip
 
 
-def _check_local(model: Callable, guide: Callable, batch: tuple, plate: str) -> None:
-    """The model's only latent must be the guide's site, per datapoint in ``plate``."""
+def _check_local(model: Callable, guide: Callable, batch: tuple, plate: str | None) -> str:
+    """The model's only latent must be the guide's site, per datapoint in ``plate``; returns the
+    plate's resolved name."""
     check_amortized(guide, "inference_gaps")
     layout = inspect_model(model, guide, batch, {}, plate, caller="inference_gaps")
+    plate = layout.plate
     site = getattr(guide, "site", None)
     latents = layout.guide_latents
     if layout.enumerated:
@@ -400,6 +407,7 @@ def _check_local(model: Callable, guide: Callable, batch: tuple, plate: str) -> 
             + ". For global latents there is one evidence for the whole data set: use "
             "pyrovi.infer.log_marginal_likelihood / elbo and pyrovi.diagnostics.psis_khat"
         )
+    return plate
 
 
 def inference_gaps(
@@ -413,7 +421,7 @@ def inference_gaps(
     refine_particles: int = 10,
     batch_size: int | None = None,
     max_samples_per_pass: int = 16384,
-    plate: str = "data",
+    plate: str | None = None,
 ) -> InferenceGaps:
     """Approximation and amortization gaps of an amortized Gaussian guide, per datapoint.
 
@@ -442,22 +450,26 @@ def inference_gaps(
         refine_particles: Its draws per datapoint per step.
         batch_size: Datapoints refined together (default all; lower it to save memory).
         max_samples_per_pass: Bound on datapoints × draws evaluated in one vectorized pass.
-        plate: Name of the per-datapoint plate (the guide's ``plate`` attribute wins).
+        plate: Name of the per-datapoint plate (the guide's ``plate`` attribute wins); None
+            means ``"data"`` (see :func:`pyrovi.infer.importance.resolve_plate`).
 
     Returns:
         :class:`InferenceGaps` with ``(N,)`` tensors on the data's device.
 
     Raises:
         TypeError: The guide has no ``encode`` returning Gaussian parameters.
-        ValueError: Bad sizes or counts (named in the message).
+        ValueError: Bad sizes or counts (named in the message); ``data`` empty or with NaN/inf;
+            ``plate`` not a plate of the model.
     """
     tensors = _as_tensors(data, "data")
+    check_data(tensors, data_names(tensors), "inference_gaps")
     num_samples = _positive_int("num_samples", num_samples)
     plate = getattr(guide, "plate", plate)
-    _check_refine_arguments(refine_steps, refine_lr, refine_particles)
+    _check_refine_arguments(refine_steps, refine_lr, refine_particles, prefix="refine_")
     if batch_size is not None:
         batch_size = _positive_int("batch_size", batch_size)
-    _check_local(model, guide, tuple(t[:2] for t in tensors), plate)
+    max_samples_per_pass = _positive_int("max_samples_per_pass", max_samples_per_pass)
+    plate = _check_local(model, guide, tuple(t[:2] for t in tensors), plate)
     n = tensors[0].shape[0]
     size = min(n, batch_size or n)
     log_px, elbo_q, elbo_opt, khat = [], [], [], []
@@ -477,7 +489,7 @@ def inference_gaps(
         )
         histories.append(history)
         with torch.no_grad():
-            lw = _log_weights(model, local, batch, num_samples, int(max_samples_per_pass), plate)
+            lw = _log_weights(model, local, batch, num_samples, max_samples_per_pass, plate)
             amortized = elbo(
                 model,
                 guide,

@@ -54,7 +54,7 @@ def to_inference_data(
     num_samples: int = 500,
     coords: Mapping[str, Sequence[Any]] | None = None,
     dims: Mapping[str, Sequence[str]] | None = None,
-    plate: str = "data",
+    plate: str | None = None,
     vectorize: bool | None = None,
     parallel: bool | None = None,
     **kwargs: Any,
@@ -100,9 +100,12 @@ def to_inference_data(
         num_samples: Number of posterior draws S.
         coords: Extra coordinates, dimension name -> values (passed to ``arviz.from_dict``).
         dims: Dimension names per variable, overriding the defaults above.
-        plate: Name of the per-datapoint plate. Its size comes from the site values, so an
-            unsized ``pyro.plate("data")`` works, and so does a guide whose plate is unsized
-            while the model's is sized. A subsampling plate (``subsample=idx`` or
+        plate: Name of the per-datapoint plate; None (default) means ``"data"``, and a model
+            whose plates are called otherwise and hold every site must name its plate (a name
+            the model and guide do not have is refused unless they have no plate at all; see
+            :func:`pyrovi.infer.importance.resolve_plate`). Its size comes from the site
+            values, so an unsized ``pyro.plate("data")`` works, and so does a guide whose plate
+            is unsized while the model's is sized. A subsampling plate (``subsample=idx`` or
             ``subsample_size=``) gives the draws of the datapoints it holds (one subsample for
             all draws), with their indices as coordinates and pointwise log-likelihoods without
             Pyro's ``N / B`` scale; ``lp`` and ``log_weight`` keep it.
@@ -118,8 +121,10 @@ def to_inference_data(
     Raises:
         ValueError: ``num_samples`` is not a positive integer; the guide misses a latent site of
             the model; enumerated sites shared by several observations; with
-            ``vectorize=True``, a site does not broadcast over the draws.
-        TypeError: ``coords`` or ``dims`` is not a mapping.
+            ``vectorize=True``, a site does not broadcast over the draws; ``plate`` is not a
+            plate of the model; the data (first tensor argument) is empty or an argument holds
+            NaN/inf.
+        TypeError: ``coords`` or ``dims`` is not a mapping; ``plate`` not a string or None.
     """
     coords = _check_mapping("coords", coords)
     dims = _check_mapping("dims", dims)
@@ -134,6 +139,7 @@ def to_inference_data(
         vectorize=vectorize,
         caller="to_inference_data",
     )
+    plate = draws.plate
 
     posterior, predictive, log_lik, observed = {}, {}, {}, {}
     var_dims: dict[str, list[str]] = {}

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from pyrovi._checks import check_int
+
 __all__ = [
     "plot_image_rows",
     "plot_latent",
@@ -74,7 +76,7 @@ def plot_image_rows(
     if len(shapes) != 1 or any(images.dim() != 3 for _, images in rows):
         raise ValueError(f"rows: every group must be (n, H, W) with one H, W; got {shapes}")
     n = max(len(images) for _, images in rows)
-    cols = cols or n
+    cols = n if cols is None else check_int("cols", cols)
     h, w = rows[0][1].shape[1:]
     blank = torch.zeros(h, w)
     tiles, labels = [], []

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyrovi._checks import check_model_args, check_positive
+from pyrovi._validation import positive_int
 from pyrovi.infer.importance import inspect_model
 from pyrovi.infer.particles import log_weights, resolve_vectorize
 
@@ -152,8 +154,7 @@ def psis(log_weights: torch.Tensor | np.ndarray, r_eff: float = 1.0):
         ValueError: Fewer than 21 draws (the tail needs at least 5), NaN or +inf weights, or a
             non-positive ``r_eff``.
     """
-    if not (isinstance(r_eff, int | float) and r_eff > 0):
-        raise ValueError(f"r_eff must be a positive number, got {r_eff!r}")
+    r_eff = check_positive("r_eff", r_eff)
     arr, eps, like = _as_float64(log_weights, "log_weights")
     s = arr.shape[0]
     if _tail_length(s, r_eff) < _MIN_TAIL or _tail_length(s, r_eff) >= s:
@@ -255,7 +256,7 @@ def psis_khat(
     guide: Callable,
     *args: Any,
     num_samples: int = 1000,
-    plate: str = "data",
+    plate: str | None = None,
     vectorize: bool | None = None,
     parallel: bool | None = None,
     max_samples_per_pass: int = 16384,
@@ -276,7 +277,10 @@ def psis_khat(
         *args: Model arguments (e.g. ``x``).
         num_samples: Draws S from the guide (at least 21; a few hundred or more for a stable
             estimate).
-        plate: Name of the per-datapoint plate.
+        plate: Name of the per-datapoint plate. None (default) means ``"data"``; a model whose
+            plates are called otherwise and hold every site must name its plate (else a
+            ``ValueError`` says which one); a name the model and guide do not have is refused
+            (unless they have no plate at all). See :func:`pyrovi.infer.importance.resolve_plate`.
         vectorize: True: draw in an outer ``pyro.plate`` (errors propagate); False: one draw at
             a time (any model); None: try the plate and fall back to one at a time, with a
             ``UserWarning``, when the model raises under it or the shapes come out wrong.
@@ -288,14 +292,18 @@ def psis_khat(
         :class:`ParetoKHat`.
 
     Raises:
-        ValueError: ``num_samples`` below 21 or not an integer; the guide misses a latent site.
+        ValueError: ``num_samples`` below 21 or not an integer; ``max_samples_per_pass`` not a
+            positive integer; the guide misses a latent site; ``plate`` is not a plate of the
+            model; the data (the first tensor argument) is empty or an argument holds NaN/inf.
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 21:
         raise ValueError(
             f"num_samples must be an integer >= 21 (PSIS fits a tail of at least 5 draws), "
             f"got {num_samples!r}"
         )
+    max_samples_per_pass = positive_int("max_samples_per_pass", max_samples_per_pass)
     vectorize = resolve_vectorize(vectorize, parallel)
+    check_model_args(args, kwargs, "psis_khat")
     with torch.no_grad():
         layout = inspect_model(model, guide, args, kwargs, plate, caller="psis_khat")
         log_w = log_weights(
@@ -305,7 +313,7 @@ def psis_khat(
             kwargs,
             layout,
             num_samples,
-            max(1, int(max_samples_per_pass) // (layout.num_data or 1)),
+            max(1, max_samples_per_pass // (layout.num_data or 1)),
             vectorize=vectorize,
             caller="psis_khat",
         )

@@ -7,6 +7,8 @@ from nflows.transforms import Transform
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovi._checks import check_int, check_nonnegative
+
 __all__ = ["ElementwiseAffine"]
 
 
@@ -37,9 +39,16 @@ class ElementwiseAffine(Transform):
         head: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.features = int(features)
+        self.features = check_int("features", features)
+        if context_features is not None:
+            context_features = check_int("context_features", context_features)
         self.context_features = context_features
-        self.min_scale = float(min_scale)
+        self.min_scale = check_nonnegative("min_scale", min_scale)
+        if context_features is None and self.min_scale >= 1:
+            raise ValueError(
+                f"min_scale must be below 1 (the initial scale of an unconditional affine "
+                f"layer), got {min_scale!r}"
+            )
         if context_features is None:
             self.shift = nn.Parameter(torch.zeros(self.features))
             # softplus(raw) + eps = 1 at initialization

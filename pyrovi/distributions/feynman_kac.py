@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch.distributions import Distribution
 
+from pyrovi._checks import check_output
+from pyrovi._validation import all_finite
 from pyrovi.distributions.sde import EulerMaruyama, _recall, _time_view
 
 __all__ = ["FeynmanKac", "ACTION_ESTIMATORS"]
@@ -96,10 +98,38 @@ class FeynmanKac(EulerMaruyama):
         new = self._get_checked_instance(FeynmanKac, _instance)
         return super().expand(batch_shape, _instance=new)
 
+    def rsample(self, sample_shape: torch.Size | Sequence[int] = ()) -> torch.Tensor:
+        """Brownian paths (the reference measure; see the class docstring).
+
+        The potential does not enter sampling, but it is evaluated once on the initial states
+        of the paths, so that a potential returning a wrong shape or NaN is named here rather
+        than when the paths are first scored.
+        """
+        value = super().rsample(sample_shape)
+        self._potential_values(value[..., :2, :].movedim(-2, 0))
+        return value
+
     # ----------------------------------------------------------------- density
     def _potential_values(self, path: torch.Tensor) -> torch.Tensor:
-        """``V`` at the left end of every step: ``(n, ...)`` for ``path`` of ``(n + 1, ..., d)``."""
-        return self.potential(path[:-1]).expand(path[:-1].shape[:-1])
+        """``V`` at the left end of every step: ``(n, ...)`` for ``path`` of ``(n + 1, ..., d)``.
+
+        Raises:
+            TypeError: The potential does not return a tensor.
+            ValueError: It returns a wrong shape (it must map states ``(..., d)`` to one energy
+                each, ``(...)``), or NaN / infinite values on finite states.
+        """
+        states = path[:-1]
+        shape = tuple(states.shape[:-1])
+        v = self.potential(states)
+        what = f"{shape}: one energy per state, for states of shape {tuple(states.shape)}"
+        check_output("potential", v, shape, allow_scalar=True, finite=False, what=what)
+        if v.is_floating_point() and not all_finite(v):
+            if not all_finite(states):
+                raise ValueError(
+                    "potential: evaluated on a path that contains NaN or infinite states"
+                )
+            raise ValueError(f"potential returned NaN or infinite values on finite states ({what})")
+        return v.expand(shape)
 
     def potential_integral(self, value: torch.Tensor) -> torch.Tensor:
         """``Σ_k V(x_k) Δt_k`` along paths ``(..., len(times), d)``; returns ``value.shape[:-2]``.

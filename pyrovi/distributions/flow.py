@@ -12,6 +12,9 @@ from nflows.transforms import Transform
 from pyro.distributions import TorchDistribution, constraints
 from torch import nn
 
+from pyrovi._checks import check_int
+from pyrovi._validation import all_finite
+
 __all__ = ["NFlowsDistribution"]
 
 
@@ -76,7 +79,16 @@ class NFlowsDistribution(TorchDistribution):
             )
         self.flow = flow
         self.context = context
-        self.features = int(features) if features is not None else _flow_features(flow)
+        if features is None:
+            self.features = _flow_features(flow)
+        else:
+            self.features = check_int("features", features)
+            shape = getattr(flow._distribution, "_shape", None)
+            if shape is not None and len(shape) == 1 and int(shape[0]) != self.features:
+                raise ValueError(
+                    f"features={self.features} does not match the flow, whose base distribution "
+                    f"is over R^{int(shape[0])}"
+                )
         self._context_batch = torch.Size(context.shape[:-1]) if context is not None else ()
         if batch_shape is None:
             batch_shape = self._context_batch
@@ -109,7 +121,8 @@ class NFlowsDistribution(TorchDistribution):
             base: nflows base distribution (default ``StandardNormal([D])``).
             embedding_net: Optional network applied to the context first.
         """
-        base = StandardNormal([int(features)]) if base is None else base
+        features = check_int("features", features)
+        base = StandardNormal([features]) if base is None else base
         return cls(Flow(transform, base, embedding_net), context, features=features)
 
     # ------------------------------------------------------------------ shapes
@@ -205,6 +218,8 @@ class NFlowsDistribution(TorchDistribution):
                 f"value must have shape (..., {self.features}) for this flow over R^"
                 f"{self.features}, got {shape}"
             )
+        if self._validate_args and value.is_floating_point() and not all_finite(value):
+            raise ValueError("value contains NaN or infinite values")
         batch = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
         value = value.expand(batch + (self.features,))
         ctx = self._flat_context()

@@ -18,6 +18,8 @@ from nflows.transforms import (
     Transform,
 )
 
+from pyrovi._checks import check_int, check_positive
+
 __all__ = ["FLOW_KINDS", "flow_layers"]
 
 FLOW_KINDS = ("iaf", "maf", "nsf", "realnvp", "planar", "radial")
@@ -148,6 +150,10 @@ def flow_layers(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if context_features is not None:
+        check_int("context_features", context_features)
+    num_bins = check_int("num_bins", num_bins)
+    tail_bound = check_positive("tail_bound", tail_bound)
     layers: list[Transform] = []
     for i in range(num_layers):
         layers.append(

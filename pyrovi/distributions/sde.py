@@ -36,6 +36,9 @@ from pyro.distributions import TorchDistribution, constraints
 from pyro.poutine.util import is_validation_enabled
 from torch.distributions import Distribution
 
+from pyrovi._checks import check_bool, check_output
+from pyrovi._validation import all_finite
+
 __all__ = ["EulerMaruyama", "KL_ESTIMATORS", "SOLVERS"]
 
 #: Options of ``kl_estimator``: the full Girsanov log-ratio, or its quadratic part only.
@@ -84,6 +87,11 @@ def _coefficient(coef: Coefficient, name: str) -> tuple[Callable, torch.Tensor |
     """A callable ``(t, x) -> tensor`` for ``coef``, and the constant tensor when it is one."""
     if callable(coef):
         return coef, None
+    if isinstance(coef, bool) or not isinstance(coef, torch.Tensor | int | float):
+        raise TypeError(
+            f"{name} must be a callable (t, x) -> tensor, a number or a (d,) tensor, got "
+            f"{type(coef).__name__}"
+        )
     value = torch.as_tensor(coef)
     if not torch.is_floating_point(value):
         value = value.to(torch.get_default_dtype())
@@ -123,20 +131,65 @@ def _time_view(t: torch.Tensor, ndim: int) -> torch.Tensor:
 STEP_CHUNK_ROWS = 4096
 
 
-def _over_steps(fn: Callable, times: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _over_steps(
+    fn: Callable,
+    times: torch.Tensor,
+    x: torch.Tensor,
+    name: str | None = None,
+    last: int | None = None,
+) -> torch.Tensor:
     """``fn(t_k, x_k)`` for all steps, time first: ``times`` ``(n,)``, ``x`` ``(n, ..., d)``.
 
     Calls ``fn`` on chunks of consecutive steps (``t`` of shape ``(m, 1, ..., 1)``) and
-    concatenates the results, each broadcast to ``x``'s shape.
+    concatenates the results, each broadcast to ``x``'s shape. With a ``name`` (a user-supplied
+    coefficient, e.g. ``"drift"``), every output's shape is checked (it must broadcast to the
+    states without enlarging them, with last dimension ``last`` when given) and so is the
+    finiteness of the result (one reduction), naming ``name`` in the error.
     """
     n = x.shape[0]
     per_step = max(1, x[0].numel() // max(1, x.shape[-1]))
     chunk = max(1, STEP_CHUNK_ROWS // per_step)
     t = _time_view(times, x.dim())
     if chunk >= n:
-        return fn(t, x).expand_as(x)
-    parts = [fn(t[i : i + chunk], x[i : i + chunk]) for i in range(0, n, chunk)]
-    return torch.cat([y.expand_as(x[i : i + chunk]) for i, y in zip(range(0, n, chunk), parts)])
+        out = _step_output(fn(t, x), x, name, last).expand_as(x)
+    else:
+        parts = [
+            _step_output(fn(t[i : i + chunk], x[i : i + chunk]), x[i : i + chunk], name, last)
+            for i in range(0, n, chunk)
+        ]
+        out = torch.cat([y.expand_as(x[i : i + chunk]) for i, y in zip(range(0, n, chunk), parts)])
+    if name is not None and out.is_floating_point() and not all_finite(out.detach()):
+        if not all_finite(x.detach()):
+            raise ValueError(
+                f"{name}: evaluated on a path that contains NaN or infinite states; the path "
+                "scored must be finite"
+            )
+        raise ValueError(f"{name} returned NaN or infinite values on finite states")
+    return out
+
+
+def _step_output(out: Any, x: torch.Tensor, name: str | None, last: int | None) -> torch.Tensor:
+    """``out`` after the shape check of :func:`_over_steps` (none without a ``name``)."""
+    if name is None:
+        return out
+    if isinstance(out, torch.Tensor) and out.dim() == 0 and last is None:
+        out = out.reshape(1)
+    return check_output(
+        name, out, tuple(x.shape), last=last, finite=False, what=_expected(name, x.shape)
+    )
+
+
+def _expected(name: str, shape: Sequence[int]) -> str:
+    shape = tuple(shape)
+    if name == "diffusion":
+        return f"{shape}, (..., 1) or (d,) (diagonal noise) for states of shape {shape}"
+    return f"{shape} (one value per coordinate) for states of shape {shape}"
+
+
+def _first_bad_step(values: torch.Tensor) -> int | None:
+    """Index along dimension 0 of the first slice with a NaN or infinity (None if all finite)."""
+    bad = ~torch.isfinite(values.reshape(values.shape[0], -1)).all(1)
+    return int(bad.nonzero()[0]) if bool(bad.any()) else None
 
 
 class EulerMaruyama(TorchDistribution):
@@ -158,6 +211,14 @@ class EulerMaruyama(TorchDistribution):
         drift returns ``(..., d)``; the diffusion is diagonal: ``(..., d)``, or ``(..., 1)`` /
         a scalar applied to every coordinate (each coordinate has its own Brownian motion).
         Diffusion values must be positive. General (matrix) noise is not offered.
+
+    Checks:
+        The shapes of user-supplied coefficients are checked on the first step of every path
+        (a drift must return ``(..., d)``, a diffusion ``(..., d)``, ``(..., 1)`` or a scalar;
+        anything that would change or silently broadcast the states is refused), and every
+        sampled path is checked for NaN and infinities (one reduction); a ``ValueError`` or
+        ``TypeError`` then names ``drift``, ``diffusion`` or ``init``, the step and what was
+        expected. ``log_prob`` checks the coefficients it evaluates on a path the same way.
 
     Sampling:
         ``rsample`` runs a vectorized Euler–Maruyama loop over the fine grid (each interval of
@@ -238,6 +299,14 @@ class EulerMaruyama(TorchDistribution):
             raise TypeError(
                 f"init must be a torch Distribution or a tensor, got {type(init).__name__}"
             )
+        for name, const in (("drift", self._drift_const), ("diffusion", diff_const)):
+            if const is not None and const.dim() == 1 and const.shape[0] not in (1, dim):
+                raise ValueError(
+                    f"{name}: a constant vector must have the state dimension d={dim} (or 1), "
+                    f"got shape {tuple(const.shape)}"
+                )
+        if isinstance(init, torch.Tensor) and not all_finite(init):
+            raise ValueError("init: the initial states contain NaN or infinite values")
         self.init = init
         self.times = _check_times(times)
         if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
@@ -250,7 +319,7 @@ class EulerMaruyama(TorchDistribution):
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         if adjoint and solver == "em":
             raise ValueError("adjoint=True needs a torchsde solver (solver='euler', ...)")
-        self.solver, self.adjoint = solver, bool(adjoint)
+        self.solver, self.adjoint = solver, check_bool("adjoint", adjoint)
         self.adjoint_params = tuple(adjoint_params)
         self.state_dim = int(dim)
         self._base_batch = torch.Size(base_batch)
@@ -299,9 +368,64 @@ class EulerMaruyama(TorchDistribution):
 
     def _diffusion_values(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         g = self.diffusion(t, x)
+        if not isinstance(g, torch.Tensor):
+            raise TypeError(
+                f"diffusion must return a tensor ({_expected('diffusion', x.shape)}), got "
+                f"{type(g).__name__}"
+            )
         if g.dim() == 0:
             g = g.reshape(1)
         return g
+
+    def _drift_values(self, times: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The drift at every step of a path (time first), checked unless it is a constant."""
+        if self._drift_const is not None:
+            return _over_steps(self.drift, times, x)
+        return _over_steps(self.drift, times, x, "drift", self.state_dim)
+
+    def _diffusion_steps(self, times: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The diffusion at every step of a path (time first), checked unless a constant."""
+        if self._diffusion_const is not None:
+            return _over_steps(self._diffusion_values, times, x)
+        return _over_steps(self._diffusion_values, times, x, "diffusion")
+
+    def _check_step(self, f: Any, g: torch.Tensor, x: torch.Tensor) -> None:
+        """Shapes of the coefficients at the first step of a path (O(1), no device sync)."""
+        self._check_drift_shape(f, x)
+        self._check_diffusion_shape(g, x)
+
+    def _check_drift_shape(self, f: Any, x: torch.Tensor) -> None:
+        if self._drift_const is None:
+            shape = tuple(x.shape)
+            what = _expected("drift", shape)
+            check_output("drift", f, shape, last=self.state_dim, finite=False, what=what)
+
+    def _check_diffusion_shape(self, g: torch.Tensor, x: torch.Tensor) -> None:
+        if self._diffusion_const is None:
+            shape = tuple(x.shape)
+            what = _expected("diffusion", shape)
+            check_output("diffusion", g, shape, finite=False, what=what)
+
+    def _check_path(self, path: torch.Tensor, drift: torch.Tensor, diffusion: torch.Tensor):
+        """Raise, naming the culprit, unless the sampled path is finite (one reduction)."""
+        if all_finite(path.detach()):
+            return
+        k_x = _first_bad_step(path)
+        if k_x == 0:
+            raise ValueError("init: the initial states contain NaN or infinite values")
+        times = self.fine_times
+        for name, values in (("drift", drift), ("diffusion", diffusion)):
+            k = _first_bad_step(values)
+            if k is not None and k < k_x:
+                raise ValueError(
+                    f"{name} returned NaN or infinite values at step {k} (t = "
+                    f"{float(times[k]):g}) on finite states; the path cannot be continued"
+                )
+        raise ValueError(
+            f"the path became NaN or infinite at step {k_x} (t = {float(times[k_x]):g}) although "
+            "drift and diffusion were finite before: the states overflowed; use a smaller time "
+            "step (more substeps) or check that the drift does not grow too fast"
+        )
 
     def rsample(self, sample_shape: torch.Size | Sequence[int] = ()) -> torch.Tensor:
         """Draw paths; shape ``sample_shape + batch_shape + (len(times), d)``."""
@@ -316,8 +440,13 @@ class EulerMaruyama(TorchDistribution):
             path, drift, diffusion = self._euler_maruyama(x0, times, dt, dw)
         else:
             path, dw = self._torchsde_path(x0, times)
-            drift = _over_steps(self.drift, times[:-1], path[:-1])
-            diffusion = _over_steps(self._diffusion_values, times[:-1], path[:-1])
+            if not all_finite(path.detach()):
+                drift = _over_steps(self.drift, times[:-1], path[:-1])
+                diffusion = _over_steps(self._diffusion_values, times[:-1], path[:-1])
+                self._check_path(path, drift, diffusion)
+            drift = self._drift_values(times[:-1], path[:-1])
+            diffusion = self._diffusion_steps(times[:-1], path[:-1])
+        self._check_path(path, drift, diffusion)
         self._check_diffusion(diffusion)
         value = path[self._coarse_index.to(path.device)].movedim(0, -2)
         _remember(value, _PathRecord(self, times, dt, path, dw, drift, diffusion))
@@ -332,6 +461,8 @@ class EulerMaruyama(TorchDistribution):
             t = times[k]
             f = self.drift(t, x)
             g = self._diffusion_values(t, x)
+            if k == 0:
+                self._check_step(f, g, x)
             x = torch.addcmul(torch.add(x, f, alpha=h), g, dw[k])
             xs.append(x)
             fs.append(f.expand_as(x))
@@ -387,7 +518,7 @@ class EulerMaruyama(TorchDistribution):
             return self._init_log_prob(x0) + own
         self._check_grid(rec)
         g = self._matched_diffusion(rec)
-        u = (rec.drift - _over_steps(self.drift, rec.times[:-1], rec.path[:-1])) / g
+        u = (rec.drift - self._drift_values(rec.times[:-1], rec.path[:-1])) / g
         dt = _time_view(rec.dt, u.dim())
         ratio = 0.5 * u.pow(2) * dt
         if self.kl_estimator == "full":
@@ -415,7 +546,7 @@ class EulerMaruyama(TorchDistribution):
             return rec.diffusion
         if not is_validation_enabled() and not self._validate_args:
             return rec.diffusion
-        mine = _over_steps(self._diffusion_values, rec.times[:-1], rec.path[:-1])
+        mine = self._diffusion_steps(rec.times[:-1], rec.path[:-1])
         if not torch.allclose(mine.expand_as(rec.dw), rec.diffusion.expand_as(rec.dw), rtol=1e-5):
             raise ValueError(
                 "diffusion: the path was sampled by an SDE with a different diffusion g(t, x); "
@@ -442,9 +573,9 @@ class EulerMaruyama(TorchDistribution):
         times = self.times.to(device=value.device, dtype=value.dtype)
         dt = _time_view(times[1:] - times[:-1], path.dim())
         x = path[:-1]
-        g = _over_steps(self._diffusion_values, times[:-1], x)
+        g = self._diffusion_steps(times[:-1], x)
         self._check_diffusion(g)
-        resid = (path[1:] - x - _over_steps(self.drift, times[:-1], x) * dt) / g
+        resid = (path[1:] - x - self._drift_values(times[:-1], x) * dt) / g
         terms = -0.5 * resid.pow(2) / dt - g.log() - 0.5 * torch.log(2 * math.pi * dt)
         terms = terms.expand(torch.broadcast_shapes(terms.shape, x.shape))
         return self._init_log_prob(path[0]) + terms.sum(dim=(0, -1))

@@ -52,11 +52,16 @@ class _TorchsdeSystem(nn.Module):
         return y.reshape(self._shape)
 
     def g(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        g = self._sde._diffusion_values(t, self._state(y))
+        state = self._state(y)
+        g = self._sde._diffusion_values(t, state)
+        self._sde._check_diffusion_shape(g, state)  # O(1): shapes only
         return g.expand(self._shape).reshape(y.shape)
 
     def f(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        drift = self._sde.drift(t, self._state(y)).expand(self._shape).reshape(y.shape)
+        state = self._state(y)
+        drift = self._sde.drift(t, state)
+        self._sde._check_drift_shape(drift, state)  # O(1): shapes only
+        drift = drift.expand(self._shape).reshape(y.shape)
         if self.sde_type == "ito" or self._sde._diffusion_const is not None:
             return drift
         # Stratonovich drift = Itô drift − ½ g ∂g/∂x (diagonal noise: g_i depends on x_i only)

@@ -35,6 +35,7 @@ from pyro.distributions import TorchDistribution, constraints
 from pyro.nn import PyroModule
 from torch import nn
 
+from pyrovi._checks import check_bool, check_int
 from pyrovi.distributions.sde import EulerMaruyama
 from pyrovi.models.forward_sde import TimeMLP
 
@@ -126,6 +127,8 @@ class BackwardSDE(PyroModule):
         if not all(hasattr(model, a) for a in ("drift", "diffusion", "times", "t_end", "x_dim")):
             raise TypeError(f"model must be a ForwardSDE, got {type(model).__name__}")
         object.__setattr__(self, "_model", model)  # shared, not a child: no double registration
+        hidden = check_int("hidden", hidden)
+        learn = check_bool("learn", learn)
         if isinstance(drift, str):
             if drift not in ("score", "mlp"):
                 raise ValueError(

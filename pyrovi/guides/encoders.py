@@ -9,9 +9,12 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
+from pyro.poutine.util import is_validation_enabled
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovi._checks import check_hidden_dims, check_nonnegative, check_plate_name
+from pyrovi.models._checks import check_features, check_values
 from pyrovi.nn import MLP, submodule
 from pyrovi.nn.probe import probe_output
 
@@ -45,13 +48,16 @@ class _AmortizedGuide(PyroModule):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
             raise ValueError(f"context_dim must be a non-negative integer, got {context_dim!r}")
-        if not min_scale >= 0:
-            raise ValueError(f"min_scale must be non-negative, got {min_scale!r}")
+        min_scale = check_nonnegative("min_scale", min_scale)
+        site = check_plate_name(site, "site", allow_none=False, what="a sample site")
+        plate = check_plate_name(plate, "plate", allow_none=False)
+        if encoder is not None and not isinstance(encoder, nn.Module):
+            raise TypeError(f"encoder must be an nn.Module or None, got {type(encoder).__name__}")
         self.x_dim, self.z_dim, self.context_dim = x_dim, z_dim, context_dim
-        self.site, self.plate, self.min_scale = site, plate, float(min_scale)
+        self.site, self.plate, self.min_scale = site, plate, min_scale
         in_dim = x_dim + context_dim
+        hidden = check_hidden_dims(hidden_dims)
         if encoder is None:
-            hidden = tuple(int(h) for h in hidden_dims)
             encoder = (
                 nn.Sequential(MLP(in_dim, hidden[:-1], hidden[-1]), nn.ReLU())
                 if hidden
@@ -73,9 +79,9 @@ class _AmortizedGuide(PyroModule):
         )
 
     def _inputs(self, x: torch.Tensor, args: tuple) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape (batch, {self.x_dim}), got {shape}")
+        check_features("x", x, self.x_dim)
+        if is_validation_enabled():
+            check_values("x", x)
         if not self.context_dim:
             return x
         if not args or not isinstance(args[0], torch.Tensor):

@@ -15,6 +15,7 @@ from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_feasible
 from torch.distributions.transforms import IndependentTransform, Transform
 
+from pyrovi._checks import check_callable
 from pyrovi._validation import positive_int
 from pyrovi.distributions import NFlowsDistribution
 from pyrovi.distributions.elementwise_affine import ElementwiseAffine
@@ -58,7 +59,9 @@ class FlowGuide(AutoContinuous):
         num_quantile_samples: Samples used by :meth:`median` and :meth:`quantiles`.
 
     Raises:
-        ValueError: Unknown ``flow``; ``num_quantile_samples`` not a positive integer.
+        ValueError: Unknown ``flow``; ``num_layers``, ``hidden_features`` or
+            ``num_quantile_samples`` not a positive integer.
+        TypeError: ``model`` is not callable.
     """
 
     def __init__(
@@ -70,11 +73,12 @@ class FlowGuide(AutoContinuous):
         init_loc_fn: Callable = init_to_feasible,
         num_quantile_samples: int = 2000,
     ) -> None:
+        check_callable("model", model, "a Pyro model (a callable)")
         if flow not in FLOW_KINDS:
             raise ValueError(f"flow must be one of {FLOW_KINDS}, got {flow!r}")
         self.kind = flow
-        self.num_layers = num_layers
-        self.hidden_features = hidden_features
+        self.num_layers = positive_int("num_layers", num_layers)
+        self.hidden_features = positive_int("hidden_features", hidden_features)
         self.num_quantile_samples = positive_int("num_quantile_samples", num_quantile_samples)
         super().__init__(model, init_loc_fn=init_loc_fn)
 

@@ -18,8 +18,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
+from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
+from pyrovi._checks import check_plate_name
+from pyrovi.models._checks import check_features, check_values
 from pyrovi.models.hierarchical_vae import (
     GaussianLayer,
     activation_factory,
@@ -52,12 +55,12 @@ class _HierarchicalGuide(PyroModule):
         )
         self.act = activation_factory(activation)
         self.sites = latent_site_names(n)
-        self.plate = plate
+        self.plate = check_plate_name(plate, "plate", allow_none=False)
 
     def _check(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape (batch, {self.x_dim}), got {shape}")
+        check_features("x", x, self.x_dim)
+        if is_validation_enabled():
+            check_values("x", x)
 
 
 class BottomUpGuide(_HierarchicalGuide):

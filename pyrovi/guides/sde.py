@@ -8,6 +8,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
+from pyrovi._checks import check_int
 from pyrovi.distributions.sde import EulerMaruyama
 from pyrovi.nn.registration import submodule
 from pyrovi.nn.sde_nets import ContextDrift, SeriesEncoder
@@ -47,6 +48,9 @@ class PosteriorSDE(PyroModule):
                 f"{type(model).__name__}"
             )
         object.__setattr__(self, "_model", model)  # shared, not a child: no double registration
+        context_dim, hidden = check_int("context_dim", context_dim), check_int("hidden", hidden)
+        if encoder is not None and not isinstance(encoder, nn.Module):
+            raise TypeError(f"encoder must be an nn.Module or None, got {type(encoder).__name__}")
         d = model.latent_dim
         self.encoder = (
             encoder if encoder is not None else SeriesEncoder(model.obs_dim, hidden, context_dim)
@@ -63,6 +67,8 @@ class PosteriorSDE(PyroModule):
         """Sample ``z0`` and the path ``z`` given series ``xs`` ``(B, T, D)``; returns the path."""
         model = self._model
         times = model.times
+        if hasattr(model, "check_data"):
+            model.check_data(xs, mask)  # shapes, dtype and finiteness, named
         context = submodule(self, "encoder")(xs, mask)
         loc, raw_scale = submodule(self, "z0_net")(context[:, 0]).chunk(2, dim=-1)
         scale = nn.functional.softplus(raw_scale) + 1e-4

@@ -8,7 +8,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
+from pyro.poutine.util import is_validation_enabled
 
+from pyrovi._checks import check_hidden_dims, check_nonnegative, check_plate_name
+from pyrovi.models._checks import check_features, check_values
 from pyrovi.nn import MLP, submodule
 
 __all__ = ["VQEncoder"]
@@ -55,19 +58,16 @@ class VQEncoder(PyroModule):
         for attr in ("codebook", "x_dim", "num_latents", "code_dim"):
             if not hasattr(model, attr):
                 raise ValueError(f"model must be a VQVAE (it lacks {attr!r}), got {model!r}")
-        if not (isinstance(commitment, int | float) and commitment >= 0):
-            raise ValueError(f"commitment must be a non-negative number, got {commitment!r}")
+        commitment = check_nonnegative("commitment", commitment)
+        plate = check_plate_name(plate, "plate", allow_none=False)
         self.x_dim, self.num_latents, self.code_dim = model.x_dim, model.num_latents, model.code_dim
-        hidden = tuple(model.hidden_dims if hidden_dims is None else hidden_dims)
+        hidden = check_hidden_dims(model.hidden_dims if hidden_dims is None else hidden_dims)
         self.encoder = MLP(self.x_dim, hidden, self.num_latents * self.code_dim)
         self.codebook = model.codebook
         self.commitment, self.plate = float(commitment), plate
         if ema_decay is not None and not (isinstance(ema_decay, int | float) and 0 < ema_decay < 1):
             raise ValueError(f"ema_decay must be None or a number in (0, 1), got {ema_decay!r}")
-        if not (isinstance(dead_threshold, int | float) and dead_threshold >= 0):
-            raise ValueError(
-                f"dead_threshold must be a non-negative number, got {dead_threshold!r}"
-            )
+        dead_threshold = check_nonnegative("dead_threshold", dead_threshold)
         self.ema_decay = None if ema_decay is None else float(ema_decay)
         self.dead_threshold = float(dead_threshold)
         # In EMA mode no gradient reaches the codebook (it is only used detached), so
@@ -76,9 +76,9 @@ class VQEncoder(PyroModule):
         self.register_buffer("ema_sum", self.codebook.weight.detach().clone())
 
     def _check(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape (batch, {self.x_dim}), got {shape}")
+        check_features("x", x, self.x_dim)
+        if is_validation_enabled():
+            check_values("x", x)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Continuous encoder output ``z_e``: ``(batch, M, D)``."""

@@ -3,14 +3,14 @@
 from pyrovi.infer.abc import ABCResult, abc_rejection
 from pyrovi.infer.ais import AISResult, ais_schedule, annealed_importance_sampling
 from pyrovi.infer.calibration import SBCResult, c2st, plot_sbc_ranks, sbc_ranks, sbc_uniformity
-from pyrovi.infer.checkpoint import load_checkpoint, save_checkpoint
+from pyrovi.infer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyrovi.infer.distributed import DistributedError, init_distributed
 from pyrovi.infer.evidence import elbo, log_importance_weights, log_marginal_likelihood
 from pyrovi.infer.fit import FitResult, TrainingDivergedError, fit, load_into
 from pyrovi.infer.free_bits import FreeBitsELBO
 from pyrovi.infer.handlers import data_scale, latent_scale
 from pyrovi.infer.losses import FastTrace_ELBO
-from pyrovi.infer.npe import NPE, NPEPosterior, NPETrainResult, simulate
+from pyrovi.infer.npe import NPE, NotTrainedError, NPEPosterior, NPETrainResult, simulate
 from pyrovi.infer.optim import default_adam
 
 __all__ = [
@@ -33,7 +33,9 @@ __all__ = [
     "latent_scale",
     "save_checkpoint",
     "load_checkpoint",
+    "CheckpointError",
     "NPE",
+    "NotTrainedError",
     "NPEPosterior",
     "NPETrainResult",
     "simulate",

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pyrovi._checks import check_callable, check_int, check_real, check_tensor
 from pyrovi.infer.npe import simulate
 
 __all__ = ["abc_rejection", "ABCResult"]
@@ -86,9 +87,19 @@ def abc_rejection(
 
     Returns:
         :class:`ABCResult`.
+
+    Raises:
+        ValueError: ``quantile`` not in (0, 1]; a count that is not a positive integer; ``theta``
+            and ``y`` with different numbers of rows, empty, or ``theta`` with NaN/inf;
+            ``y_obs`` not shaped like one simulation; ``summaries`` without one row per
+            simulation.
+        TypeError: ``y_obs``, ``theta``, ``y`` or ``summaries`` not tensors; ``summary`` or
+            ``model`` not callable.
     """
-    if not 0.0 < quantile <= 1.0:
-        raise ValueError(f"quantile must be in (0, 1], got {quantile!r}")
+    quantile = check_real("quantile", quantile, low=0.0, high=1.0, low_open=True, kind="in (0, 1]")
+    batch_size = check_int("batch_size", batch_size)
+    if summary is not None:
+        check_callable("summary", summary, "a callable (..., *data shape) -> (..., S) or None")
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     if (theta is None) != (y is None):
@@ -99,10 +110,19 @@ def abc_rejection(
         raise TypeError(f"y_obs must be a tensor, got {type(y_obs).__name__}")
     t0 = time.perf_counter()
     if theta is None:
+        check_callable("model", model, "a Pyro model (a callable)")
         theta, y = simulate(
             model, params, observed, num_simulations, batch_size=batch_size, model_args=model_args
         )
-    if y.shape[1:] != y_obs.shape or y.shape[0] != theta.shape[0]:
+    else:
+        check_tensor("theta", theta, dim=2, nonempty=True, finite=True)
+        check_tensor("y", y)
+        if y.dim() == 0 or y.shape[0] != theta.shape[0]:
+            raise ValueError(
+                f"theta and y must hold the same simulations: theta has {theta.shape[0]} rows, "
+                f"y has shape {tuple(y.shape)}"
+            )
+    if y.shape[1:] != y_obs.shape:
         raise ValueError(
             f"y_obs must have the shape of one simulation {tuple(y.shape[1:])}, got "
             f"{tuple(y_obs.shape)}"
@@ -112,7 +132,8 @@ def abc_rejection(
     summarize = summary if summary is not None else (lambda v: v)
     with torch.no_grad():
         if summaries is not None:
-            if summaries.shape[0] != y.shape[0]:
+            check_tensor("summaries", summaries)
+            if summaries.dim() == 0 or summaries.shape[0] != y.shape[0]:
                 raise ValueError(
                     f"summaries must have one row per simulation ({y.shape[0]}), got "
                     f"{tuple(summaries.shape)}"

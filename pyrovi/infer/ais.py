@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pyrovi._checks import check_callable, check_finite, check_positive
+
 __all__ = ["AISResult", "annealed_importance_sampling", "ais_schedule"]
 
 
@@ -48,6 +50,10 @@ class AISResult:
     seconds: float
 
 
+def _shape_of(value: object) -> object:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
 def ais_schedule(num_betas: int, kind: str = "sigmoid", sharpness: float = 4.0) -> torch.Tensor:
     """Inverse temperatures from 0 to 1 (float64).
 
@@ -67,8 +73,7 @@ def ais_schedule(num_betas: int, kind: str = "sigmoid", sharpness: float = 4.0) 
         return t
     if kind != "sigmoid":
         raise ValueError(f"kind must be 'linear' or 'sigmoid', got {kind!r}")
-    if not sharpness > 0:
-        raise ValueError(f"sharpness must be positive, got {sharpness!r}")
+    sharpness = check_positive("sharpness", sharpness)
     s = torch.sigmoid(sharpness * (2 * t - 1))
     betas = (s - s[0]) / (s[-1] - s[0])
     betas[0], betas[-1] = 0.0, 1.0
@@ -94,24 +99,67 @@ def annealed_importance_sampling(
 
     Returns:
         An :class:`AISResult`.
+
+    Raises:
+        ValueError: ``init`` without chains or with NaN/inf; ``log_z0`` not finite; ``betas``
+            not increasing from 0 to 1 (NaN included); ``log_density`` returning a shape other
+            than ``(num_chains,)`` or NaN; ``transition`` changing the shape of the states.
+        TypeError: ``log_density`` or ``transition`` not callable.
     """
     if not isinstance(init, torch.Tensor) or init.dim() < 1 or init.shape[0] < 1:
         raise ValueError("init must be a tensor (num_chains, ...) with at least one chain")
+    if init.is_floating_point() and not bool(torch.isfinite(init).all()):
+        raise ValueError("init contains NaN or infinite values")
+    log_z0 = check_finite("log_z0", log_z0)
+    check_callable("log_density", log_density, "a callable (x, beta) -> (num_chains,)")
+    check_callable("transition", transition, "a callable (x, beta) -> x'")
     if isinstance(betas, int) and not isinstance(betas, bool):
+        if betas < 2:
+            raise ValueError(
+                f"betas must be the number of temperatures (an int >= 2) or a 1-D tensor of "
+                f"them from 0 to 1, got {betas!r}"
+            )
         betas = ais_schedule(betas)
     if not isinstance(betas, torch.Tensor) or betas.dim() != 1 or betas.numel() < 2:
         raise ValueError(f"betas must be an int >= 2 or a 1-D tensor of >= 2 values, got {betas!r}")
     b = [float(v) for v in betas]
-    if b[0] != 0.0 or b[-1] != 1.0 or any(y < x for x, y in zip(b[:-1], b[1:])):
-        raise ValueError("betas must increase from 0 to 1")
+    if (
+        any(not math.isfinite(v) for v in b)
+        or b[0] != 0.0
+        or b[-1] != 1.0
+        or any(y < x for x, y in zip(b[:-1], b[1:]))
+    ):
+        raise ValueError("betas must increase from 0 to 1 (finite values)")
     t0 = time.perf_counter()
     x = init
     log_w = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    with torch.no_grad():
-        for prev, cur in zip(b[:-1], b[1:]):
-            log_w += (log_density(x, cur) - log_density(x, prev)).double()
-            x = transition(x, cur)
     n = log_w.shape[0]
+    with torch.no_grad():
+        for step, (prev, cur) in enumerate(zip(b[:-1], b[1:])):
+            new, old = log_density(x, cur), log_density(x, prev)
+            if step == 0:
+                for value in (new, old):
+                    if not isinstance(value, torch.Tensor) or tuple(value.shape) != (n,):
+                        raise ValueError(
+                            f"log_density must return one value per chain ({n},), got "
+                            f"{_shape_of(value)}"
+                        )
+            log_w += (new - old).double()
+            moved = transition(x, cur)
+            if step == 0 and (not isinstance(moved, torch.Tensor) or moved.shape != x.shape):
+                got = (
+                    tuple(moved.shape) if isinstance(moved, torch.Tensor) else type(moved).__name__
+                )
+                raise ValueError(
+                    f"transition must return states of the shape of init {tuple(x.shape)}, "
+                    f"got {got}"
+                )
+            x = moved
+    if bool(torch.isnan(log_w).any()):
+        raise ValueError(
+            "log_density returned NaN (the log importance weights are NaN): it must be finite "
+            "or -inf for every chain and temperature"
+        )
     log_mean = torch.logsumexp(log_w, 0) - math.log(n)
     w = torch.exp(log_w - log_w.max())
     ess = float(w.sum() ** 2 / (w**2).sum())

@@ -73,14 +73,17 @@ def _describe(out: Any) -> str:
     return ""
 
 
-def to_device(obj: Any, device: torch.device) -> Any:
-    """``obj`` with every tensor inside tuples, lists and dicts moved to ``device``."""
+def to_device(obj: Any, device: torch.device, dtype: torch.dtype | None = None) -> Any:
+    """``obj`` with every tensor inside tuples, lists and dicts moved to ``device``, and its
+    floating-point tensors cast to ``dtype`` if given (integer and bool tensors keep theirs)."""
     if isinstance(obj, torch.Tensor):
+        if dtype is not None and obj.is_floating_point():
+            return obj.to(device=device, dtype=dtype)
         return obj.to(device)
     if isinstance(obj, Mapping):
-        return {k: to_device(v, device) for k, v in obj.items()}
+        return {k: to_device(v, device, dtype) for k, v in obj.items()}
     if isinstance(obj, tuple | list):
-        return type(obj)(to_device(v, device) for v in obj)
+        return type(obj)(to_device(v, device, dtype) for v in obj)
     return obj
 
 
@@ -130,6 +133,12 @@ class Batches:
         shuffle: Shuffle tensor data every pass.
         drop_last: Drop a last, smaller batch of tensor data.
         unpack: ``batch -> (args, kwargs)``; default :func:`default_unpack`.
+        dtype: Cast floating-point tensors to this dtype (None: keep theirs).
+
+    Raises:
+        TypeError: ``data`` is not a tensor, a sequence of tensors or a ``DataLoader``.
+        ValueError: ``data`` is empty, holds a 0-d tensor, tensors of different lengths, or is a
+            ``DataLoader`` without batches (``batch_size=None``) or without a length.
     """
 
     def __init__(
@@ -142,9 +151,11 @@ class Batches:
         shuffle: bool,
         drop_last: bool,
         unpack: Callable[[Any], Unpacked] | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         self.loader: DataLoader | None = None
         self.tensors: tuple[torch.Tensor, ...] = ()
+        self.dtype = dtype
         if isinstance(data, DataLoader):
             if batch_size is not None and batch_size != data.batch_size:
                 raise ValueError(
@@ -153,9 +164,10 @@ class Batches:
                 )
             self.loader = data
             self.n = _dataset_length(data, name)
+            _check_batching(data, self.n, name)
             self.batch_size = data.batch_size or 1
         else:
-            self.tensors = tuple(t.to(device) for t in _as_tensors(data, name))
+            self.tensors = tuple(to_device(t, device, dtype) for t in _checked_tensors(data, name))
             self.single = isinstance(data, torch.Tensor)  # unpack gets a tensor, not a tuple
             self.n = self.tensors[0].shape[0]
             self.batch_size = min(positive_int("batch_size", batch_size or 128), self.n)
@@ -187,7 +199,7 @@ class Batches:
         """Unpacked batches on ``device``; tensor data is shuffled with ``generator``."""
         if self.loader is not None:
             for batch in self.loader:
-                yield unpack_batch(self.unpack, to_device(batch, self.device))
+                yield unpack_batch(self.unpack, to_device(batch, self.device, self.dtype))
             return
         # one batch holding all the data keeps its order (non-amortized local latents need it)
         shuffle = self.shuffle and self.batch_size < self.n
@@ -198,6 +210,40 @@ class Batches:
                 lo, hi = shard_bounds(lo, hi, self.shard.rank, self.shard.world)
             rows = slice(lo, hi) if order is None else order[lo:hi]
             yield self._unpack(tuple(t[rows] for t in self.tensors))
+
+
+def _checked_tensors(data: Any, name: str) -> tuple[torch.Tensor, ...]:
+    """The tensors of tensor data, each with a leading datapoint dimension of one length."""
+    if isinstance(data, tuple | list) and not data:
+        raise ValueError(f"{name} is an empty {type(data).__name__}; give a tensor (N, ...)")
+    if isinstance(data, tuple | list) and all(isinstance(t, torch.Tensor) for t in data):
+        scalars = [i for i, t in enumerate(data) if t.dim() == 0]
+        if scalars:
+            raise ValueError(
+                f"{name}: tensor(s) {scalars} are 0-d (scalars); every tensor needs a leading "
+                "datapoint dimension, (N, ...); pass a constant as a model argument instead"
+            )
+    elif isinstance(data, torch.Tensor) and data.dim() == 0:
+        raise ValueError(
+            f"{name} is a 0-d tensor (a scalar); fit needs a leading datapoint dimension, (N, ...)"
+        )
+    return _as_tensors(data, name)
+
+
+def _check_batching(loader: DataLoader, n: int, name: str) -> None:
+    """A DataLoader with automatic batching off yields single datapoints; fit needs batches."""
+    if loader.batch_size is not None or loader.batch_sampler is not None:
+        return
+    try:
+        steps = len(loader)
+    except TypeError:  # a sampler without a length
+        return
+    if steps == n:
+        raise ValueError(
+            f"{name}: the DataLoader has batch_size=None (automatic batching off), so it yields "
+            f"the {n} datapoints one at a time, without a batch dimension; give it "
+            "batch_size=... (or a batch_sampler)"
+        )
 
 
 def _dataset_length(loader: DataLoader, name: str) -> int:

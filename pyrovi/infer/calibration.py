@@ -9,6 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pyrovi._checks import check_bool, check_callable, check_int, check_optional_int, check_tensor
+from pyrovi._validation import all_finite
+
 __all__ = ["sbc_ranks", "sbc_uniformity", "plot_sbc_ranks", "c2st", "SBCResult"]
 
 
@@ -52,22 +55,41 @@ def sbc_ranks(
 
     Returns:
         :class:`SBCResult`.
+
+    Raises:
+        TypeError: ``sample`` not callable; ``theta`` or ``y`` not tensors; ``sample`` returns
+            something other than a tensor.
+        ValueError: ``theta`` not ``(N, D)`` with N ≥ 1 and finite values, ``y`` without N rows;
+            a count that is not a positive integer; draws of the wrong shape or with NaN/inf
+            values (a rank among NaN draws would be 0, silently).
     """
-    if theta.dim() != 2 or y.shape[0] != theta.shape[0]:
+    check_callable("sample", sample, "a callable sample(y_batch, L) -> (L, B, D) draws")
+    check_tensor("theta", theta, dim=2, nonempty=True, finite=True)
+    check_tensor("y", y)
+    if y.dim() == 0 or y.shape[0] != theta.shape[0]:
         raise ValueError(
             f"theta must be (N, D) and y (N, ...), got {tuple(theta.shape)} and {tuple(y.shape)}"
         )
-    if num_posterior_samples < 1:
-        raise ValueError(f"num_posterior_samples must be positive, got {num_posterior_samples!r}")
+    num_posterior_samples = check_int("num_posterior_samples", num_posterior_samples)
+    batch_size = check_int("batch_size", batch_size)
+    num_bins = check_optional_int("num_bins", num_bins)
     ranks = []
     with torch.no_grad():
         for i in range(0, len(theta), batch_size):
             draws = sample(y[i : i + batch_size], num_posterior_samples)
+            if not isinstance(draws, torch.Tensor):
+                raise TypeError(f"sample must return a tensor, got {type(draws).__name__}")
             t = theta[i : i + batch_size].to(draws)
             if draws.shape != (num_posterior_samples,) + t.shape:
                 raise ValueError(
                     f"sample must return ({num_posterior_samples}, B, D) = "
                     f"{(num_posterior_samples, *t.shape)}, got {tuple(draws.shape)}"
+                )
+            if draws.is_floating_point() and not all_finite(draws):
+                raise ValueError(
+                    f"sample returned NaN or infinite posterior draws for the data sets "
+                    f"{i}..{i + len(t) - 1}; SBC ranks need finite draws (a NaN compares false "
+                    "and would count as rank 0)"
                 )
             ranks.append((draws < t).sum(0).cpu())
     ranks_t = torch.cat(ranks)
@@ -97,8 +119,20 @@ def sbc_uniformity(
     """
     from scipy.stats import chi2
 
+    num_posterior_samples = check_int("num_posterior_samples", num_posterior_samples)
+    num_bins = check_optional_int("num_bins", num_bins)
+    check_tensor("ranks", ranks)
     if ranks.dim() != 2:
         raise ValueError(f"ranks must have shape (N, D), got {tuple(ranks.shape)}")
+    check_tensor("ranks", ranks, nonempty=True)
+    if ranks.is_floating_point() or ranks.is_complex() or ranks.dtype == torch.bool:
+        raise TypeError(f"ranks must be an integer tensor, got dtype {ranks.dtype}")
+    lo, hi = int(ranks.min()), int(ranks.max())
+    if lo < 0 or hi > num_posterior_samples:
+        raise ValueError(
+            f"ranks must lie in 0..num_posterior_samples={num_posterior_samples}, got values in "
+            f"{lo}..{hi}"
+        )
     n, values = ranks.shape[0], num_posterior_samples + 1
     if num_bins is None:
         top = max(2, min(20, n // 10, values))
@@ -200,14 +234,22 @@ def c2st(
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.neural_network import MLPClassifier
 
+    folds = check_int("folds", folds, minimum=2)
+    hidden = check_optional_int("hidden", hidden)
+    max_iter = check_int("max_iter", max_iter)
+    seed = check_int("seed", seed, minimum=0)
+    early_stopping = check_bool("early_stopping", early_stopping)
+
     a = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, float)
     b = y.detach().cpu().double().numpy() if isinstance(y, torch.Tensor) else np.asarray(y, float)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"x and y must be (N, D) and (M, D), got {a.shape} and {b.shape}")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("x and y must be finite")
-    if folds < 2 or min(len(a), len(b)) < folds:
-        raise ValueError(f"folds must be >= 2 and at most the size of each set, got {folds!r}")
+    if min(len(a), len(b)) < folds:
+        raise ValueError(
+            f"folds must be at most the size of each set ({len(a)} and {len(b)}), got {folds!r}"
+        )
     mean, std = a.mean(0), a.std(0)
     std = np.where(std > 0, std, 1.0)
     data = np.concatenate([(a - mean) / std, (b - mean) / std])

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from pyrovi._checks import check_data, check_model_args
 from pyrovi.infer.importance import inspect_model
 from pyrovi.infer.particles import check_vectorize, log_weights, weight_passes
 
@@ -32,7 +33,13 @@ __all__ = ["log_importance_weights", "log_marginal_likelihood", "elbo"]
 
 
 def _as_tensors(data: torch.Tensor | Sequence[torch.Tensor], name: str = "data") -> tuple:
-    tensors = (data,) if isinstance(data, torch.Tensor) else tuple(data)
+    if isinstance(data, torch.Tensor):
+        tensors = (data,)
+    else:
+        try:
+            tensors = () if isinstance(data, str | bytes) else tuple(data)
+        except TypeError:  # not iterable (None, a number, ...)
+            tensors = ()
     if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
         raise TypeError(f"{name} must be a tensor or a tuple of tensors, got {type(data).__name__}")
     n = tensors[0].shape[0] if tensors[0].dim() else None
@@ -42,6 +49,11 @@ def _as_tensors(data: torch.Tensor | Sequence[torch.Tensor], name: str = "data")
             f"{[tuple(t.shape) for t in tensors]}"
         )
     return tensors
+
+
+def data_names(tensors: tuple, name: str = "data") -> list[str]:
+    """Names of the data tensors for messages: ``data``, or ``data[i]`` for a tuple."""
+    return [name] if len(tensors) == 1 else [f"{name}[{i}]" for i in range(len(tensors))]
 
 
 def _positive(name: str, value: Any, allow_none: bool = False) -> int | None:
@@ -68,7 +80,7 @@ def _estimate(
     num_samples: int,
     batch_size: int | None,
     max_samples_per_pass: int,
-    plate: str,
+    plate: str | None,
     vectorize: bool | None,
     reduce: str,
     kwargs: dict,
@@ -79,6 +91,7 @@ def _estimate(
     max_samples_per_pass = _positive("max_samples_per_pass", max_samples_per_pass)
     check_vectorize(vectorize)
     tensors = _as_tensors(data)
+    check_data(tensors, data_names(tensors), caller)
     n = tensors[0].shape[0]
     size = min(n, batch_size or 256)
     with torch.no_grad():
@@ -112,7 +125,7 @@ def log_importance_weights(
     guide: Callable,
     *args: Any,
     num_samples: int = 1,
-    plate: str = "data",
+    plate: str | None = None,
     vectorize: bool | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
@@ -129,7 +142,11 @@ def log_importance_weights(
         guide: Pyro guide with the same signature.
         *args: Model arguments.
         num_samples: Number of draws K from the guide.
-        plate: Name of the per-datapoint plate.
+        plate: Name of the per-datapoint plate. None (default) means ``"data"``; a model whose
+            plates are called otherwise and hold every site must name its plate (else a
+            ``ValueError`` says which one), while a model with no plate, or with global latents
+            beside other plates, gives the joint estimate. A name the model and guide do not
+            have is refused (unless they have no plate at all).
         vectorize: True: draw the K particles in one outer ``pyro.plate`` (the model must
             broadcast over it; errors propagate); False: one particle at a time (any model);
             None: try the plate and fall back to one at a time, with a ``UserWarning``, when
@@ -144,6 +161,7 @@ def log_importance_weights(
     num_samples = _positive("num_samples", num_samples)
     check_vectorize(vectorize)
     caller = "log_importance_weights"
+    check_model_args(args, kwargs, caller)
     with torch.no_grad():
         layout = inspect_model(model, guide, args, kwargs, plate, caller=caller)
         return log_weights(
@@ -167,7 +185,7 @@ def log_marginal_likelihood(
     batch_size: int | None = None,
     *,
     max_samples_per_pass: int = 16384,
-    plate: str = "data",
+    plate: str | None = None,
     vectorize: bool | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
@@ -193,7 +211,11 @@ def log_marginal_likelihood(
             latents: ignored (all data at once).
         max_samples_per_pass: Bound on datapoints × draws evaluated in one vectorized pass
             (global latents: N × draws).
-        plate: Name of the per-datapoint plate.
+        plate: Name of the per-datapoint plate. None (default) means ``"data"``; a model whose
+            plates are called otherwise and hold every site must name its plate (else a
+            ``ValueError`` says which one), while a model with no plate, or with global latents
+            beside other plates, gives the joint estimate. A name the model and guide do not
+            have is refused (unless they have no plate at all).
         vectorize: True: draw the particles in an outer ``pyro.plate`` (the model must
             broadcast over it; errors propagate); False: one particle at a time (any model, e.g.
             one that reshapes by the batch size); None: try the plate and fall back to one at a
@@ -206,8 +228,10 @@ def log_marginal_likelihood(
         log p(x) of the whole data set. Nats.
 
     Raises:
-        ValueError: A count is not a positive integer; the guide misses a latent of the model.
-        TypeError: ``data`` is not a tensor or tuple of tensors; ``vectorize`` not a bool/None.
+        ValueError: A count is not a positive integer; the guide misses a latent of the model;
+            ``data`` is empty or holds NaN/inf; ``plate`` is not a plate of the model.
+        TypeError: ``data`` is not a tensor or tuple of tensors; ``vectorize`` not a bool/None;
+            ``plate`` not a string or None.
     """
     return _estimate(
         model,
@@ -231,7 +255,7 @@ def elbo(
     batch_size: int | None = None,
     *,
     max_samples_per_pass: int = 16384,
-    plate: str = "data",
+    plate: str | None = None,
     vectorize: bool | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
@@ -253,7 +277,11 @@ def elbo(
             latents: ignored (all data at once).
         max_samples_per_pass: Bound on datapoints × draws evaluated in one vectorized pass
             (global latents: N × draws).
-        plate: Name of the per-datapoint plate.
+        plate: Name of the per-datapoint plate. None (default) means ``"data"``; a model whose
+            plates are called otherwise and hold every site must name its plate (else a
+            ``ValueError`` says which one), while a model with no plate, or with global latents
+            beside other plates, gives the joint estimate. A name the model and guide do not
+            have is refused (unless they have no plate at all).
         vectorize: True: draw the particles in an outer ``pyro.plate`` (the model must
             broadcast over it; errors propagate); False: one particle at a time (any model, e.g.
             one that reshapes by the batch size); None: try the plate and fall back to one at a
@@ -266,8 +294,10 @@ def elbo(
         ELBO of the whole data set. Nats.
 
     Raises:
-        ValueError: A count is not a positive integer; the guide misses a latent of the model.
-        TypeError: ``data`` is not a tensor or tuple of tensors; ``vectorize`` not a bool/None.
+        ValueError: A count is not a positive integer; the guide misses a latent of the model;
+            ``data`` is empty or holds NaN/inf; ``plate`` is not a plate of the model.
+        TypeError: ``data`` is not a tensor or tuple of tensors; ``vectorize`` not a bool/None;
+            ``plate`` not a string or None.
     """
     return _estimate(
         model,

@@ -1,9 +1,11 @@
 """``fit``: stochastic variational inference on minibatches, with checkpoints and a progress bar.
 
 The loop, in the order a step runs: :class:`~pyrovi.infer.batches.Batches` draws a minibatch
-and unpacks it into the model's arguments; :class:`~pyrovi.infer.handlers.DataScaleMessenger`
+and unpacks it into the model's arguments; :func:`_check_batch` runs the model's ``check_data``
+on it when it was not checked up front; :class:`~pyrovi.infer.handlers.DataScaleMessenger`
 scales the per-datapoint terms to the full data; :func:`_step` evaluates the loss and its
-gradients and takes the optimizer step; :func:`_end_epoch` records the history, validates, steps
+gradients and their norm; :func:`_check_step` stops a diverging run before the optimizer step;
+:func:`_end_epoch` records the history, validates, checks that the parameters are finite, steps
 the learning-rate scheduler and writes checkpoints (:class:`_Checkpoints`). Distributed training
 adds two hooks around each step (:class:`~pyrovi.infer.distributed.DistributedContext`).
 """
@@ -24,13 +26,15 @@ import torch
 from pyro.infer import ELBO
 from tqdm.auto import tqdm
 
+from pyrovi._validation import all_finite
 from pyrovi.infer.batches import Data, Unpacked, apply_transform, batch_size_of
-from pyrovi.infer.checkpoint import load_checkpoint, save_checkpoint
+from pyrovi.infer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyrovi.infer.fit_setup import (
     Run,
     annealing_schedule,
     check_arguments,
     check_loss,
+    check_writable,
     initialize,
     is_jit,
     prepare,
@@ -38,14 +42,27 @@ from pyrovi.infer.fit_setup import (
 from pyrovi.infer.grad_buckets import overlaps_on
 from pyrovi.infer.handlers import DataScaleMessenger
 from pyrovi.infer.losses import FastTrace_ELBO
-from pyrovi.infer.parameters import load_into, module_of, module_state, restore, snapshot
+from pyrovi.infer.parameters import (
+    load_into,
+    mismatches,
+    module_of,
+    module_state,
+    restore,
+    snapshot,
+)
 from pyrovi.nn.registration import skip_param_registration
 
-__all__ = ["fit", "FitResult", "TrainingDivergedError", "load_into"]
+__all__ = ["fit", "FitResult", "TrainingDivergedError", "CheckpointError", "load_into"]
+
+#: Entries of a checkpoint that ``fit(resume=True)`` needs.
+RESUME_KEYS = ("epoch", "params", "optimizer", "torch_rng", "shuffle_rng", "history")
 
 
 class TrainingDivergedError(FloatingPointError):
-    """Raised when the loss becomes NaN or infinite; the last good checkpoint is kept."""
+    """Training stopped before a bad update: a NaN or infinite loss or gradient, a loss beyond
+    ``divergence_ratio``, or parameters that became NaN or infinite (then nothing is saved).
+    The message names the epoch and step, and the last checkpoint written with finite
+    parameters, if any."""
 
 
 @dataclass
@@ -83,15 +100,24 @@ class FitResult:
 
 
 class _Checkpoints:
-    """The checkpoint file and the best-epoch file beside it; saving and resuming."""
+    """The checkpoint file and the best-epoch file beside it; saving and resuming.
+
+    ``good`` is the last file this call wrote or resumed from: always one whose parameters are
+    finite (``_end_epoch`` checks them before saving; ``resume`` refuses others).
+    """
 
     def __init__(self, path: str | os.PathLike, writes: bool) -> None:
         self.path = Path(path)
         self.best = self.path.with_name(f"{self.path.stem}.best{self.path.suffix or '.pt'}")
         self.writes = writes
+        self.good: str | None = None
+        if writes:
+            check_writable(self.path)
 
     def save(self, run: Run, result: FitResult, is_best: bool) -> None:
-        if not self.writes:
+        good = f"{self.path} (epoch {result.epochs})"
+        if not self.writes:  # rank 0 writes; every rank knows what was written
+            self.good = good
             return
         cuda = run.device.type == "cuda"
         state = {
@@ -112,18 +138,61 @@ class _Checkpoints:
         save_checkpoint(self.path, state)
         if is_best:
             save_checkpoint(self.best, state)
+        self.good = good
 
     def resume(self, run: Run, result: FitResult) -> int:
-        """Restore the state of the last saved epoch; return that epoch (0 without a file)."""
+        """Restore the state of the last saved epoch; return that epoch (0 without a file).
+
+        Raises:
+            CheckpointError: The file is not a checkpoint ``fit`` can resume this model and
+                guide from (see :func:`~pyrovi.infer.load_checkpoint`), was saved for other
+                parameters or module states, or holds NaN/infinite parameters (all checked
+                before anything is restored, so the model and guide are left as they were), or
+                its optimizer, scheduler or random states cannot be restored.
+        """
         if not self.path.is_file():
             return 0
-        state = load_checkpoint(self.path)
+        state = load_checkpoint(self.path, required=RESUME_KEYS)
+        self._check_compatible(run, state)
+        try:
+            self._restore(run, result, state)
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(
+                f"checkpoint {self.path} cannot be restored into this run: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        self.good = f"{self.path} (epoch {result.epochs}, the one resumed from)"
+        return result.epochs
+
+    def _check_compatible(self, run: Run, state: dict[str, Any]) -> None:
+        what = f"checkpoint {self.path}"
+        restore(run.params, state["params"], what, dry_run=True)
+        for fn, key, name in (
+            (run.model, "model_state", "model"),
+            (run.guide, "guide_state", "guide"),
+        ):
+            module = module_of(fn)
+            if module is not None and state.get(key) is not None:
+                problems = mismatches(module.state_dict(), state[key], strict=True)
+                if problems:
+                    raise CheckpointError(
+                        f"{what}: the {name}'s saved state dict does not match this {name} "
+                        f"({'; '.join(problems)}): was it written for another {name}?"
+                    )
+        bad = [k for k in run.params if not all_finite(state["params"][k])]
+        if bad:
+            raise CheckpointError(
+                f"{what} holds NaN or infinite values in parameters {bad[:5]}: it was written by a "
+                "run that diverged; resume from an earlier checkpoint or start afresh"
+            )
+
+    def _restore(self, run: Run, result: FitResult, state: dict[str, Any]) -> None:
+        run.opt.load_state_dict(state["optimizer"])  # checks its groups before changing anything
         for fn, key in ((run.model, "model_state"), (run.guide, "guide_state")):
             module = module_of(fn)
             if module is not None and state.get(key) is not None:
                 module.load_state_dict(state[key])  # buffers (e.g. batch-norm statistics) too
         restore(run.params, state["params"], f"checkpoint {self.path}")
-        run.opt.load_state_dict(state["optimizer"])
         if run.scheduler is not None and state.get("scheduler") is not None:
             run.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
@@ -135,7 +204,6 @@ class _Checkpoints:
         result.best_elbo = state.get("best_elbo")
         result.best_state = state.get("best_state")
         result.epochs = int(state["epoch"])
-        return result.epochs
 
 
 # --------------------------------------------------------------------------- the loop
@@ -165,6 +233,7 @@ def fit(
     unpack: Callable[[Any], Unpacked] | None = None,
     plate: str = "data",
     distributed: bool = False,
+    divergence_ratio: float | None = 1e6,
 ) -> FitResult:
     """Fit a Pyro model and guide by stochastic variational inference on minibatches.
 
@@ -178,8 +247,35 @@ def fit(
     KL-annealing weight multiply the log-density of the latent sites in both model and guide.
 
     The default loss is :class:`~pyrovi.infer.FastTrace_ELBO`, Pyro's Trace_ELBO estimator with
-    less per-step bookkeeping. The first step runs with Pyro validation enabled (shape and
-    support checks, model input checks); the others run without.
+    less per-step bookkeeping.
+
+    What is checked, and when:
+
+    * Before training: every argument; tensor data (and ``val_data``) for NaN/infinite values
+      and with the model's ``check_data(*args, **kwargs)`` if it has one (pyrovi's models check
+      shapes and, for a Bernoulli likelihood, values in [0, 1]); one loss evaluation on the first
+      training batch (after ``transform``) and one on the first validation batch, both with
+      Pyro's validation on (distribution shapes and supports, e.g. Bernoulli observations
+      outside {0, 1}); the other steps run with it off.
+    * Every step: the model's ``check_data`` on the batch when the batches are not the data
+      checked up front, i.e. with ``transform`` or a ``DataLoader`` (one min/max reduction
+      for pyrovi's models: a transform that leaves [0, 1] later is caught); the loss and the
+      gradients (one fused norm over all of them, after the all-reduce when distributed) must
+      be finite, and the loss within ``divergence_ratio``, before the optimizer step. Data
+      from a DataLoader is not otherwise checked: for a model without ``check_data``, a
+      non-finite batch shows as a non-finite loss, a value outside a distribution's support
+      only if it makes the loss non-finite.
+    * Every epoch, before the best state is kept and the checkpoint is written: the parameters
+      and module buffers must be finite, so no checkpoint holds NaN or infinite values.
+
+    dtype: floating-point data whose dtype differs from that of the model's and guide's module
+    parameters (when those are ``nn.Module``s whose floating parameters share one dtype) is cast
+    to it, as ``model(x)`` would otherwise fail in its first layer: float64 data (NumPy's
+    default) trains a float32 model in float32, rounding the data to float32's precision (about
+    7 significant digits); call ``model.double()`` and ``guide.double()`` to train in float64.
+    Integer and bool tensors are never cast (they may be indices, labels, counts or masks); a
+    model that fails on them gets a ``ValueError`` naming ``data`` and the dtypes. Data of Pyro
+    models without module parameters is passed as it is.
 
     Args:
         model: Pyro model called as ``model(*args, **kwargs)`` with each unpacked batch.
@@ -202,16 +298,20 @@ def fit(
             ``FastTrace_ELBO(num_particles, vectorize_particles=True)``.
         num_particles: Particles of the default loss.
         device: Device to train on (default: the model's, else the data's). Modules and tensor
-            data are moved there.
+            data are moved there. A device this machine lacks (``"cuda"`` without CUDA) is a
+            ``ValueError`` listing the available ones.
         kl_annealing: None, a number of warm-up epochs (the KL weight rises linearly from 0 to 1
             over them, per step), or a callable ``epoch_progress -> weight``.
         val_data: Held-out data (same forms as ``data``); its ELBO per datapoint is recorded
             after every epoch and picks the best epoch.
-        clip_norm: Clip the global gradient norm to this value.
+        clip_norm: Clip the global gradient norm to this value (a positive finite number).
         checkpoint: File to write after every epoch (parameters, model and guide state dicts,
             optimizer, scheduler, RNG states, epoch, history); the best epoch goes to
-            ``<stem>.best<suffix>`` beside it.
-        resume: Continue from ``checkpoint`` if the file exists.
+            ``<stem>.best<suffix>`` beside it. Written atomically (see
+            :func:`~pyrovi.infer.save_checkpoint`); its directory must be writable (checked
+            before training).
+        resume: Continue from ``checkpoint`` if the file exists (a file that is not a checkpoint
+            of this model and guide raises :class:`~pyrovi.infer.CheckpointError`).
         progress: Show tqdm bars (only when stderr is a terminal).
         seed: Seed Pyro/torch/NumPy and the shuffling generator (parameters created after the
             call starts, such as an autoguide's, are covered; networks built before are not).
@@ -221,48 +321,66 @@ def fit(
         unpack: ``batch -> (args, kwargs)`` for the model and guide. Default: a tensor is one
             positional argument, a tuple or list one per element, a dict keyword arguments.
             For a DataLoader of ``(x, label)`` and ``model(x)``: ``lambda b: ((b[0],), {})``.
-        plate: Name of the per-datapoint plate.
+        plate: Name of the per-datapoint plate (a non-empty string).
         distributed: Data-parallel training over the processes of ``torch.distributed`` (see
             :mod:`pyrovi.infer.distributed`): every process calls ``fit`` with the same
             arguments and data; ``batch_size`` is the global batch, split across processes;
             gradients are averaged in one all-reduce, so the result equals a single process's
             with the same ``batch_size``. Initializes the process group from torchrun's
             environment when needed. Only rank 0 shows progress and writes checkpoints. With a
-            ``DataLoader``, give it a ``DistributedSampler`` (``set_epoch`` is called).
+            ``DataLoader``, give it a ``DistributedSampler`` (``set_epoch`` is called). Every
+            process takes the same stop decisions (they test the all-reduced loss and gradients);
+            a process whose batch fails the per-step data check reports NaN to the others, so
+            they stop too instead of waiting.
+        divergence_ratio: Stop with :class:`TrainingDivergedError` when the magnitude of the
+            training loss per datapoint exceeds this multiple of its magnitude at the first step
+            of this call (taken as at least 1 nat): ``|loss_t| / N > divergence_ratio *
+            max(1, |loss_1| / N)``. A heuristic for a learning rate so large that the parameters
+            run away to finite but absurd values (an ELBO of -1e35 per datapoint); the default
+            1e6 is far beyond the noise of the estimate and what a converging run does. None
+            turns it off.
 
     Returns:
         A :class:`FitResult`.
 
     Raises:
-        ValueError: Bad arguments or data (named in the message); minibatches without a
-            per-datapoint plate to scale; enumerated sites without an enumerating loss.
-        TypeError: The model or guide cannot be called with the unpacked batch.
-        TrainingDivergedError: NaN/inf loss; the message names the epoch and step.
+        ValueError: Bad arguments or data (named in the message), including a device this
+            machine lacks, an unwritable checkpoint path, data a per-step check rejects (with
+            the epoch and step); minibatches without a per-datapoint plate to scale; enumerated
+            sites without an enumerating loss.
+        TypeError: An argument of the wrong kind (``progress="no"``, ``plate=1``); the model or
+            guide cannot be called with the unpacked batch.
+        CheckpointError: ``resume=True`` and the checkpoint file cannot be resumed from.
+        TrainingDivergedError: NaN/inf loss or gradients, a loss beyond ``divergence_ratio``,
+            or NaN/inf parameters; the message names the epoch and step and the last good
+            checkpoint.
     """
-    check_arguments(epochs, batch_size, lr, clip_norm, {"transform": transform, "unpack": unpack})
+    opts = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "clip_norm": clip_norm,
+        "divergence_ratio": divergence_ratio,
+        "seed": seed,
+        "resume": resume,
+        "progress": progress,
+        "distributed": distributed,
+        "plate": plate,
+        "transform": transform,
+        "unpack": unpack,
+        "checkpoint": checkpoint,
+        "device": device,
+    }
+    check_arguments(model, guide, opts)
     default_loss = loss is None
     loss = check_loss(loss, num_particles)
-    annealing = annealing_schedule(kl_annealing)
-    if is_jit(loss) and annealing is not None:
+    opts["annealing"] = annealing_schedule(kl_annealing)
+    if is_jit(loss) and opts["annealing"] is not None:
         raise ValueError(
             "kl_annealing changes the loss every step and cannot be used with a JIT-compiled loss"
         )
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs a checkpoint path")
     if seed is not None:
         pyro.set_rng_seed(seed)
-    opts = {
-        "device": device,
-        "distributed": distributed,
-        "seed": seed,
-        "batch_size": batch_size,
-        "unpack": unpack,
-        "transform": transform,
-        "annealing": annealing,
-        "clip_norm": clip_norm,
-        "plate": plate,
-        "progress": progress,
-    }
     run = prepare(model, guide, data, val_data, loss, opts)
     run.default_loss = default_loss
     try:
@@ -298,7 +416,7 @@ def _train(
             t_epoch = time.perf_counter()
             lr = float(run.opt.param_groups[0]["lr"])
             with pyro.validation_enabled(False), registration():
-                train_loss = _train_epoch(run, epoch, result)
+                train_loss = _train_epoch(run, epoch, result, ckpts)
             _end_epoch(run, result, ckpts, train_loss, lr, t_epoch)
             bar.set_postfix(
                 {k: f"{v[-1]:.3g}" for k, v in result.history.items() if k != "epoch_time"}
@@ -317,7 +435,7 @@ def _train(
     result.epochs = max(result.epochs, start)
 
 
-def _train_epoch(run: Run, epoch: int, result: FitResult) -> float:
+def _train_epoch(run: Run, epoch: int, result: FitResult, ckpts: _Checkpoints | None) -> float:
     """One pass over the training data; the mean loss per step (full-data scale)."""
     steps = len(run.train)
     bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", leave=False, disable=not run.show)
@@ -325,21 +443,31 @@ def _train_epoch(run: Run, epoch: int, result: FitResult) -> float:
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
     overlap = isinstance(run.loss, FastTrace_ELBO) and overlaps_on(run.device)
+    with contextlib.closing(bar):
+        return _train_steps(run, epoch, result, ckpts, bar, overlap)
+
+
+def _train_steps(
+    run: Run, epoch: int, result: FitResult, ckpts: _Checkpoints | None, bar: tqdm, overlap: bool
+) -> float:
+    """The steps of one epoch (see :func:`_train_epoch`)."""
+    steps = len(run.train)
     total, count = 0.0, 0
     for step, batch in enumerate(run.train.iterate(run.generator)):
         t_step = time.perf_counter()
         if run.transform is not None:
             batch = apply_transform(run.transform, batch)
+        rejected = _check_batch(run, batch, epoch, step)
+        if rejected is not None and run.shard is None:
+            raise rejected
         weight = run.beta
         if run.annealing is not None:
             weight *= float(run.annealing(epoch + step / steps))
         run.latent_scaler.factor = weight
-        value = _step(run, batch, overlap)
-        if not math.isfinite(value):
-            raise TrainingDivergedError(
-                f"loss is {value} at epoch {epoch + 1}, step {step + 1}: training stopped before "
-                f"the parameters were updated{_last_good(result)}"
-            )
+        value, grad_norm = _step(run, batch, overlap, skip=rejected is not None)
+        if rejected is not None:  # the other processes saw a NaN loss and stop too
+            raise rejected
+        _check_step(run, value, grad_norm, f"epoch {epoch + 1}, step {step + 1}", ckpts)
         run.opt.step()
         result.steps += 1
         total, count = total + value, count + 1
@@ -347,27 +475,127 @@ def _train_epoch(run: Run, epoch: int, result: FitResult) -> float:
         if run.show and (step % 10 == 0 or step == steps - 1):
             bar.set_postfix(elbo=f"{-value / run.train.n:.3f}")
         bar.update(1)
-    bar.close()
     return total / count
 
 
-def _last_good(result: FitResult) -> str:
-    return f"; last good checkpoint: {result.checkpoint}" if result.checkpoint else ""
+def _check_batch(run: Run, batch: Unpacked, epoch: int, step: int) -> Exception | None:
+    """The model's ``check_data`` on a training batch (see ``Run.check_batch``): the error it
+    raises, with the epoch and step, or None."""
+    if run.check_batch is None:
+        return None
+    args, kwargs = batch
+    try:
+        run.check_batch(*args, **kwargs)
+    except (ValueError, TypeError) as err:
+        after = " after transform" if run.transform is not None else ""
+        kind = TypeError if isinstance(err, TypeError) else ValueError
+        error = kind(f"data: the batch of epoch {epoch + 1}, step {step + 1}{after}: {err}")
+        error.__cause__ = err
+        return error
+    return None
 
 
-def _step(run: Run, batch: Unpacked, overlap: bool) -> float:
-    """Gradients of one minibatch's loss (all-reduced across processes when distributed)."""
-    b = batch_size_of(batch)
+def _check_step(run: Run, value: float, grad_norm: float, where: str, ckpts) -> None:
+    """Raise :class:`TrainingDivergedError` unless the (all-reduced) loss of a step is finite
+    and within ``divergence_ratio`` of the first step's, and its gradients are finite."""
+    if not math.isfinite(value):
+        distributed = " (or another process's batch failed its data check)" if run.shard else ""
+        raise TrainingDivergedError(
+            f"loss is {value} at {where}{distributed}: training stopped before the parameters "
+            f"were updated{_last_good(ckpts)}"
+        )
+    per_datapoint = abs(value) / run.train.n
+    if run.loss_ref is None:
+        run.loss_ref = per_datapoint
+    elif run.divergence_ratio is not None:
+        if per_datapoint > run.divergence_ratio * max(1.0, run.loss_ref):
+            raise TrainingDivergedError(
+                f"training diverged at {where}: the loss per datapoint, {value / run.train.n:.4g} "
+                f"nats, exceeds divergence_ratio={run.divergence_ratio:g} times its magnitude at "
+                f"this call's first step ({run.loss_ref:.4g}); stopped before the parameters were "
+                f"updated{_last_good(ckpts)}. Lower lr or set clip_norm; divergence_ratio=None "
+                "turns this check off"
+            )
+    if not math.isfinite(grad_norm):
+        raise TrainingDivergedError(
+            f"{_bad_gradients(run)} at {where} (the loss, {value:.6g}, is finite): training "
+            f"stopped before the parameters were updated{_last_good(ckpts)}"
+        )
+
+
+def _bad_gradients(run: Run) -> str:
+    """Which gradients made the norm non-finite (computed only when it is)."""
+    bad, largest = [], (0.0, "")
+    for name, p in run.params.items():
+        if p.grad is None:
+            continue
+        g = p.grad.coalesce().values() if p.grad.is_sparse else p.grad
+        if not all_finite(g):
+            bad.append(name)
+        else:
+            largest = max(largest, (float(g.double().norm()), name))
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        return f"the gradients of {bad[:5]}{more} are NaN or infinite"
+    return (
+        f"the gradients are finite but too large for their norm to be computed in their dtype "
+        f"(it overflows; largest: {largest[1]}, norm {largest[0]:.3g})"
+    )
+
+
+def _last_good(ckpts: _Checkpoints | None) -> str:
+    if ckpts is None:
+        return ""
+    if ckpts.good is None:
+        return "; no checkpoint was written in this call"
+    return f"; last good checkpoint: {ckpts.good}"
+
+
+def _step(run: Run, batch: Unpacked, overlap: bool, skip: bool = False) -> tuple[float, float]:
+    """Loss and gradients of one minibatch (all-reduced across processes when distributed),
+    gradients clipped to ``clip_norm``; returns the loss and the gradient norm before clipping
+    (NaN when the loss is not finite). ``skip``: contribute no gradient and a NaN loss."""
+    b = 0 if skip else batch_size_of(batch)
     if run.shard is not None:  # gradients live in the all-reduce buffer
         run.shard.begin_step(run.param_list, b, overlap=overlap)
     else:
         run.opt.zero_grad(set_to_none=True)
     value = _scaled_loss_and_grads(run, batch) if b else 0.0  # b = 0: an empty shard
+    if skip:
+        value = math.nan
     if run.shard is not None:
         value = run.shard.reduce_step(run.param_list, value, b)
-    if run.clip_norm is not None and math.isfinite(value):
-        torch.nn.utils.clip_grad_norm_(run.param_list, run.clip_norm)
-    return value
+    if not math.isfinite(value):
+        return value, math.nan
+    return value, _gradient_norm(run)
+
+
+def _gradient_norm(run: Run) -> float:
+    """A norm of the gradients, finite iff every gradient is (barring overflow at absurd sizes);
+    clips the gradients to ``clip_norm`` when set.
+
+    Without ``clip_norm`` it is the sum of the per-parameter 2-norms: one fused reduction
+    (``torch._foreach_norm``, in float32 at least) and one sync per device and dtype, about
+    1.5% of a VAE step on one CPU thread (``benchmarks/vae_overhead.py``). With it, the global
+    2-norm that clipping needs anyway (as ``torch.nn.utils.clip_grad_norm_`` computes it)."""
+    params = [p for p in run.param_list if p.grad is not None]
+    if not params:
+        return 0.0
+    grads = [p.grad.coalesce().values() if p.grad.is_sparse else p.grad for p in params]
+    if run.clip_norm is not None:
+        total = torch.nn.utils.get_total_norm(grads, 2.0)
+        norm = float(total)
+        if math.isfinite(norm):
+            torch.nn.utils.clip_grads_with_norm_(params, run.clip_norm, total)
+        return norm
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for g in grads:
+        groups.setdefault((g.device, g.dtype), []).append(g)
+    total = 0.0
+    for (_, dtype), gs in groups.items():
+        wide = torch.float32 if dtype in (torch.float16, torch.bfloat16) else None  # no overflow
+        total += float(torch.stack(torch._foreach_norm(gs, 2, dtype=wide)).sum())
+    return total
 
 
 def _scaled_loss_and_grads(run: Run, batch: Unpacked) -> float:
@@ -395,6 +623,7 @@ def _end_epoch(
         result.history["val_elbo"].append(criterion)
     result.history["epoch_time"].append(time.perf_counter() - t0)
     result.epochs += 1
+    _check_parameters(run, result.epochs, ckpts)
     is_best = result.best_elbo is None or criterion > result.best_elbo
     if is_best:
         result.best_epoch, result.best_elbo = result.epochs, criterion
@@ -406,6 +635,23 @@ def _end_epoch(
             run.scheduler.step()
     if ckpts is not None:
         ckpts.save(run, result, is_best)
+
+
+def _check_parameters(run: Run, epoch: int, ckpts: _Checkpoints | None) -> None:
+    """Raise :class:`TrainingDivergedError` if a parameter or a floating module buffer is NaN or
+    infinite (before it could be kept as the best state or written to a checkpoint)."""
+    tensors = dict(run.params)
+    for prefix, fn in (("model", run.model), ("guide", run.guide)):
+        module = module_of(fn)
+        if module is not None:
+            tensors.update({f"{prefix}.{k}": b for k, b in module.named_buffers()})
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not all_finite(t.detach())]
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise TrainingDivergedError(
+            f"parameters or buffers {bad[:5]}{more} are NaN or infinite after epoch {epoch} (the "
+            f"losses and gradients were finite); nothing was saved{_last_good(ckpts)}"
+        )
 
 
 def _validation_elbo(run: Run) -> float:

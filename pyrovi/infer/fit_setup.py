@@ -4,10 +4,16 @@ parameters and finds what is trained."""
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
+import re
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyro
@@ -19,9 +25,9 @@ from pyro.infer.elbo import ELBO as _ELBOBase
 from pyro.poutine.messenger import Messenger
 from torch.utils.data import DistributedSampler
 
-from pyrovi._validation import all_finite
+from pyrovi._validation import all_finite, boolean, integer_in, positive_float
 from pyrovi._validation import positive_int as _positive_int
-from pyrovi.infer.batches import Batches, Data, Unpacked, apply_transform
+from pyrovi.infer.batches import Batches, Data, Unpacked, apply_transform, batch_size_of
 from pyrovi.infer.distributed import DistributedContext, init_distributed
 from pyrovi.infer.evidence import _as_tensors
 from pyrovi.infer.handlers import DataScaleMessenger, LatentScaleMessenger
@@ -55,9 +61,66 @@ def check_finite(tensors: tuple[torch.Tensor, ...], name: str) -> None:
             )
 
 
+def parse_device(device: Any) -> torch.device:
+    """``torch.device(device)``, checked to exist on this machine.
+
+    Raises:
+        ValueError: ``device`` is not a device (``"cud"``, ``3.5``) or not available here
+            (``"cuda"`` without CUDA, ``"cuda:7"`` with one GPU); the message lists what is.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        text = str(err).strip()
+        reason = text.splitlines()[0] if text and not isinstance(err, TypeError) else "wrong type"
+        raise ValueError(
+            f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', got "
+            f"{device!r} ({reason}); available here: {available_devices()}"
+        ) from None
+    problem = device_problem(parsed)
+    if problem:
+        raise ValueError(
+            f"device={device!r} is not available: {problem}; available here: {available_devices()}"
+        )
+    return parsed
+
+
+def device_problem(device: torch.device) -> str | None:
+    """Why ``device`` cannot be used here (None if it can, or if torch has no way to tell)."""
+    if device.type == "cpu":
+        return None
+    if device.type == "meta":
+        return "the meta device holds no data to train on"
+    backend = getattr(torch, device.type, None)
+    available = getattr(backend, "is_available", None)
+    if not callable(available):
+        return None  # an out-of-tree backend (xla, privateuseone, ...): let torch decide
+    if device.type == "cuda" and torch.version.cuda is None and torch.version.hip is None:
+        return "this torch build has no CUDA support"
+    if not available():
+        return f"no {device.type} device is visible to torch"
+    count = backend.device_count() if hasattr(backend, "device_count") else None
+    if device.index is not None and count is not None and device.index >= count:
+        return f"there are {count} {device.type} device(s), numbered from 0"
+    return None
+
+
+def available_devices() -> list[str]:
+    """``"cpu"`` and the accelerators torch sees, e.g. ``["cpu", "cuda:0", "cuda:1"]``."""
+    found = ["cpu"]
+    for kind in ("cuda", "xpu", "mps", "mtia"):
+        backend = getattr(torch, kind, None)
+        try:
+            if backend is not None and backend.is_available():
+                found += [f"{kind}:{i}" for i in range(backend.device_count())] or [kind]
+        except (RuntimeError, AttributeError):  # pragma: no cover - a broken backend
+            continue
+    return found
+
+
 def resolve_device(device: Any, fns: tuple[Callable, ...], data: Data) -> torch.device:
     if device is not None:
-        return torch.device(device)
+        return parse_device(device)
     for fn in fns:
         module = module_of(fn)
         if module is not None:
@@ -68,14 +131,25 @@ def resolve_device(device: Any, fns: tuple[Callable, ...], data: Data) -> torch.
     return torch.device("cpu")
 
 
+def floating_dtype(fns: tuple[Callable, ...]) -> torch.dtype | None:
+    """The floating dtype shared by every floating module parameter of the model and guide;
+    None if they have none (e.g. Pyro functions with ``pyro.param``) or several."""
+    dtypes = set()
+    for fn in fns:
+        module = module_of(fn)
+        if module is not None:
+            dtypes |= {p.dtype for p in module.parameters() if p.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else None
+
+
 def annealing_schedule(kl_annealing: Any) -> Callable[[float], float] | None:
     if kl_annealing is None:
         return None
     if callable(kl_annealing):
         return kl_annealing
-    if isinstance(kl_annealing, int | float) and not isinstance(kl_annealing, bool):
+    if isinstance(kl_annealing, numbers.Real) and not isinstance(kl_annealing, bool):
         warmup = float(kl_annealing)
-        if not warmup > 0:
+        if not (warmup > 0 and math.isfinite(warmup)):
             raise ValueError(
                 f"kl_annealing must be a positive number of warm-up epochs or a callable, got "
                 f"{kl_annealing!r}"
@@ -148,19 +222,73 @@ def check_loss(loss: ELBO | None, num_particles: int) -> ELBO:
     return loss
 
 
-def check_arguments(
-    epochs: int, batch_size: int | None, lr: float, clip_norm: float | None, fns: dict[str, Any]
-) -> None:
-    _positive_int("epochs", epochs)
-    if batch_size is not None:
-        _positive_int("batch_size", batch_size)
-    if not (isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if clip_norm is not None and not clip_norm > 0:
-        raise ValueError(f"clip_norm must be a positive number or None, got {clip_norm!r}")
-    for name, fn in fns.items():
+def check_arguments(model: Callable, guide: Callable | None, opts: dict[str, Any]) -> None:
+    """Check ``fit``'s options (all but the data, the loss and the factories, checked where they
+    are used); raise ``ValueError`` or ``TypeError`` naming the argument."""
+    for name, fn in (("model", model), ("guide", guide)):
         if fn is not None and not callable(fn):
-            raise ValueError(f"{name} must be callable, got {fn!r}")
+            raise TypeError(f"{name} must be callable (a Pyro model or guide), got {fn!r}")
+    if model is None:
+        raise TypeError("model must be callable (a Pyro model), got None")
+    _positive_int("epochs", opts["epochs"])
+    if opts["batch_size"] is not None:
+        _positive_int("batch_size", opts["batch_size"])
+    positive_float("lr", opts["lr"])
+    positive_float("clip_norm", opts["clip_norm"], allow_none=True)
+    ratio = opts["divergence_ratio"]
+    if ratio is not None and not (positive_float("divergence_ratio", ratio) > 1):
+        raise ValueError(f"divergence_ratio must be a number > 1 or None, got {ratio!r}")
+    if opts["seed"] is not None:
+        integer_in("seed", opts["seed"], 0, 2**32 - 1)  # what NumPy's seed accepts
+    for name in ("resume", "progress", "distributed"):
+        boolean(name, opts[name])
+    plate = opts["plate"]
+    if not isinstance(plate, str) or not plate:
+        raise TypeError(f"plate must be the name of a pyro.plate (a non-empty str), got {plate!r}")
+    for name in ("transform", "unpack"):
+        if opts[name] is not None and not callable(opts[name]):
+            raise ValueError(f"{name} must be callable, got {opts[name]!r}")
+    check_checkpoint_path(opts["checkpoint"], opts["resume"])
+
+
+def check_checkpoint_path(checkpoint: Any, resume: bool) -> None:
+    """``checkpoint`` is None or a path that is not a directory (``resume`` needs one)."""
+    if checkpoint is None:
+        if resume:
+            raise ValueError("resume=True needs a checkpoint path (checkpoint=...)")
+        return
+    if not isinstance(checkpoint, str | os.PathLike) or not str(checkpoint):
+        raise TypeError(f"checkpoint must be a file path (str or os.PathLike), got {checkpoint!r}")
+    path = Path(checkpoint)
+    if path.is_dir():
+        raise ValueError(
+            f"checkpoint={str(checkpoint)!r} is a directory; give a file path, e.g. "
+            f"{str(path / 'fit.pt')!r}"
+        )
+
+
+def check_writable(path: Path) -> None:
+    """Create ``path``'s directory and check that a file can be written there (before training
+    rather than after the first epoch).
+
+    Raises:
+        ValueError: The directory cannot be created or written to.
+    """
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ValueError(
+            f"checkpoint={str(path)!r}: {str(blocker)!r} is a file, not a directory, so the "
+            "checkpoint cannot be written there"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe-"):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"checkpoint={str(path)!r}: cannot write in {str(path.parent)!r} "
+            f"({type(err).__name__}: {err.strerror or err})"
+        ) from None
 
 
 # --------------------------------------------------------------------------- one fit's state
@@ -168,7 +296,12 @@ def check_arguments(
 
 @dataclass
 class Run:
-    """What one call of :func:`fit` holds while it trains."""
+    """What one call of :func:`fit` holds while it trains.
+
+    ``check_batch`` is the model's ``check_data``, run on every training batch when the batches
+    were not all checked up front (a ``transform``, or a ``DataLoader``); ``loss_ref`` is the
+    magnitude of the first step's loss per datapoint, the scale of the divergence check.
+    """
 
     model: Callable
     guide: Callable
@@ -184,6 +317,9 @@ class Run:
     generator: torch.Generator
     data_scaler: DataScaleMessenger
     latent_scaler: LatentScaleMessenger
+    check_batch: Callable | None = None
+    divergence_ratio: float | None = None
+    loss_ref: float | None = None
     default_loss: bool = False
     params: dict[str, torch.Tensor] = field(default_factory=dict)
     opt: Any = None
@@ -231,6 +367,24 @@ def warn_loader_sampler(train: Batches) -> None:
         )
 
 
+def make_batches(data, val_data, device: torch.device, loss: ELBO, opts: dict[str, Any]):
+    """Training and validation batches on ``device``, floating-point data cast to ``dtype``."""
+    common = {"drop_last": is_jit(loss), "unpack": opts["unpack"], "dtype": opts["dtype"]}
+    train = Batches(data, opts["batch_size"], device, "data", shuffle=True, **common)
+    val = None
+    if val_data is not None:
+        val = Batches(val_data, opts["batch_size"], device, "val_data", shuffle=False, **common)
+    return train, val
+
+
+def batch_check(model: Callable, train: Batches, transform: Callable | None):
+    """The model's ``check_data`` when training batches are not the data checked up front."""
+    check = getattr(model, "check_data", None)
+    if not callable(check) or (transform is None and train.loader is None):
+        return None
+    return check
+
+
 def prepare(model, guide, data, val_data, loss, opts: dict[str, Any]) -> Run:
     """Devices, process group, batches and data checks: everything before the first pass."""
     guide = empty_guide if guide is None else guide
@@ -240,12 +394,8 @@ def prepare(model, guide, data, val_data, loss, opts: dict[str, Any]) -> Run:
         module = module_of(fn)
         if module is not None:
             module.to(device)
-    jit = is_jit(loss)
-    common = {"drop_last": jit, "unpack": opts["unpack"]}
-    train = Batches(data, opts["batch_size"], device, "data", shuffle=True, **common)
-    val = None
-    if val_data is not None:
-        val = Batches(val_data, opts["batch_size"], device, "val_data", shuffle=False, **common)
+    opts = {**opts, "dtype": floating_dtype((model, guide))}
+    train, val = make_batches(data, val_data, device, loss, opts)
     if shard is not None and train.loader is not None:
         warn_loader_sampler(train)
     check_data(model, train, "data")
@@ -273,6 +423,8 @@ def prepare(model, guide, data, val_data, loss, opts: dict[str, Any]) -> Run:
         generator=torch.Generator().manual_seed(shuffle_seed),
         data_scaler=DataScaleMessenger(plate=opts["plate"], num_data=train.n),
         latent_scaler=LatentScaleMessenger(1.0),
+        check_batch=batch_check(model, train, opts["transform"]),
+        divergence_ratio=opts["divergence_ratio"],
         show=opts["progress"] and sys.stderr.isatty() and (shard is None or shard.is_main),
     )
 
@@ -320,6 +472,7 @@ def first_pass(run: Run) -> poutine.Trace:
     except Exception as err:
         explain_autoguide_failure(run.guide, err)
         if not vectorized or getattr(err, "_pyrovi_call_error", False):
+            explain_dtype_failure(run, batch, err, "data")
             raise
         n = run.loss.num_particles
         warnings.warn(
@@ -328,8 +481,64 @@ def first_pass(run: Run) -> poutine.Trace:
             f"loss=FastTrace_ELBO(num_particles={n}) to skip this attempt)",
             stacklevel=4,
         )
-        run.loss = FastTrace_ELBO(num_particles=n, vectorize_particles=False)
+    run.loss = FastTrace_ELBO(num_particles=n, vectorize_particles=False)
+    try:
         return checked_pass(run, batch)
+    except Exception as err:
+        explain_dtype_failure(run, batch, err, "data")
+        raise
+
+
+_DTYPE_ERROR = re.compile(r"dtype|scalar type|result type|not implemented for '", re.IGNORECASE)
+
+
+def explain_dtype_failure(run: Run, batch: Unpacked, err: Exception, name: str) -> None:
+    """Raise a ``ValueError`` naming ``name`` when the model failed on a dtype mismatch and the
+    batch holds integer or bool tensors (fit casts only floating-point data)."""
+    if not isinstance(err, RuntimeError | TypeError) or not _DTYPE_ERROR.search(str(err)):
+        return
+    args, kwargs = batch
+    named = [(f"argument {i}", v) for i, v in enumerate(args)]
+    named += [(f"keyword {k!r}", v) for k, v in kwargs.items()]
+    odd = [
+        f"{where} is {v.dtype}"
+        for where, v in named
+        if isinstance(v, torch.Tensor) and not (v.is_floating_point() or v.is_complex())
+    ]
+    if not odd:
+        return
+    dtype = floating_dtype((run.model, run.guide)) or torch.get_default_dtype()
+    raise ValueError(
+        f"{name}: the model failed on a dtype mismatch ({type(err).__name__}: "
+        f"{str(err).splitlines()[0]}); in the batch, {', '.join(odd)}. fit casts floating-point "
+        f"data to the parameters' dtype ({dtype}) but leaves integer and bool tensors as they are "
+        "(they may be indices, labels or masks): convert the data, e.g. x.float()"
+    ) from err
+
+
+def check_validation_pass(run: Run) -> None:
+    """Evaluate the loss on the first validation batch (Pyro's checks on, no gradients, random
+    state restored after), so that ``val_data`` the model cannot take fails now, named, rather
+    than after the first epoch."""
+    if run.val is None:
+        return
+    batch = next(run.val.iterate(None), None)
+    if batch is None or not batch_size_of(batch):
+        return
+    args, kwargs = batch
+    state = pyro.util.get_rng_state()
+    scaler = DataScaleMessenger(plate=run.data_scaler.plate, num_data=run.val.n)
+    cuda = [run.device] if run.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=cuda), torch.no_grad(), scaler:
+            with pyro.validation_enabled(True):
+                run.loss.loss(run.model, run.guide, *args, **kwargs)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        explain_dtype_failure(run, batch, err, "val_data")
+        kind = TypeError if isinstance(err, TypeError) else ValueError
+        raise kind(f"val_data: the model and guide fail on its first batch: {err}") from err
+    finally:
+        pyro.util.set_rng_state(state)
 
 
 def explain_autoguide_failure(guide: Callable, err: Exception) -> None:
@@ -405,9 +614,10 @@ def check_autoguide_locals(guide: Callable, plate: str, train: Batches) -> None:
 
 
 def initialize(run: Run, optimizer: Any, lr: float, scheduler: Any) -> None:
-    """First pass, then the parameters, optimizer and scheduler."""
+    """First pass, then the validation check, the parameters, optimizer and scheduler."""
     existing = set(pyro.get_param_store().keys())
     trace = first_pass(run)
+    check_validation_pass(run)
     run.params = collect_parameters(run.model, run.guide, trace, existing)
     if not run.params:
         raise ValueError("model and guide have no trainable parameters")

@@ -44,6 +44,8 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from pyro.poutine.util import prune_subsample_sites
 
+from pyrovi._checks import check_plate_name
+
 __all__ = [
     "Layout",
     "NotVectorizableError",
@@ -58,7 +60,13 @@ __all__ = [
     "site_log_prob",
     "subsample_factor",
     "pointwise_log_likelihood",
+    "plate_names",
+    "resolve_plate",
+    "DEFAULT_PLATE",
 ]
+
+#: The per-datapoint plate's name when the caller does not name one (``plate=None``).
+DEFAULT_PLATE = "data"
 
 _PARTICLE_PLATE = "_pyrovi_particles"
 
@@ -240,21 +248,82 @@ def _check_guide_covers(model_sites, guide_sites, caller: str) -> list[str]:
     return enumerated
 
 
+def plate_names(*site_groups: dict[str, dict[str, Any]]) -> list[str]:
+    """Names of the plates (vectorized or not) the sites lie in, in order of appearance."""
+    names: list[str] = []
+    for sites in site_groups:
+        for s in sites.values():
+            for f in s["cond_indep_stack"]:
+                if f.name != _PARTICLE_PLATE and f.name not in names:
+                    names.append(f.name)
+    return names
+
+
+def resolve_plate(
+    plate: str | None,
+    model_sites: dict[str, dict[str, Any]],
+    guide_sites: dict[str, dict[str, Any]],
+    scored: list[dict[str, Any]],
+    caller: str,
+) -> str:
+    """The per-datapoint plate's name, checked against the plates of the model and guide.
+
+    * A named plate (``plate="schools"``) must be one of their plates, unless they have no
+      plate at all (then everything is global whatever the name).
+    * ``plate=None`` means :data:`DEFAULT_PLATE` (``"data"``). When the model and guide have
+      plates but none is called ``"data"``, the default is refused only if it would hide
+      per-datapoint structure: some other plate holds every scored site (so naming it would
+      give per-datapoint estimates instead of one joint value). Otherwise (e.g. eight schools:
+      global ``mu``, ``tau`` beside a plate ``"schools"``) the estimate is the joint one anyway
+      and the default is kept.
+
+    Raises:
+        TypeError: ``plate`` is not a non-empty string or None.
+        ValueError: See above.
+    """
+    check_plate_name(plate)
+    names = plate_names(model_sites, guide_sites)
+    if plate is not None:
+        if names and plate not in names:
+            raise ValueError(
+                f"{caller}: plate={plate!r} is not a plate of the model or the guide; their "
+                f"plates are {names}. Pass plate=<the plate over the datapoints> (one of those); "
+                "for a model whose latents are all global the name does not matter"
+            )
+        return plate
+    if names and DEFAULT_PLATE not in names:
+        holding = [n for n in names if all(plate_frame(s, n) is not None for s in scored)]
+        if holding:
+            raise ValueError(
+                f"{caller}: the model has no plate {DEFAULT_PLATE!r} (the default of plate=); "
+                f"its plates are {names} and every site lies inside plate {holding[0]!r}: pass "
+                f"plate={holding[0]!r} for per-datapoint estimates (the default would silently "
+                "treat the latents as global and give one joint value)"
+            )
+    return DEFAULT_PLATE
+
+
 def inspect_model(
     model: Callable,
     guide: Callable,
     args: tuple,
     kwargs: dict,
-    plate: str,
+    plate: str | None,
     *,
     caller: str = "importance weights",
 ) -> Layout:
     """Run guide and model once, unvectorized, and describe the layout (see :class:`Layout`).
 
+    ``plate`` names the per-datapoint plate; None means ``"data"`` with the leniency described
+    in :func:`resolve_plate`. :attr:`Layout.plate` holds the resolved name.
+
     Raises:
         ValueError: The model has no sample site, or a model latent is not sampled by the
-            guide (and is not enumerated by the model), or the guide enumerates a site.
+            guide (and is not enumerated by the model), or the guide enumerates a site; a
+            ``plate`` that the model and guide do not have (see :func:`resolve_plate`).
+        TypeError: ``plate`` is not a string or None.
     """
+    check_plate_name(plate)
     with poutine.block(), torch.no_grad():
         guide_sites, model_sites = _run(model, guide, args, kwargs, SubsampleFixer())
     scored = [s for s in model_sites.values() if not is_deterministic(s)]
@@ -263,6 +332,7 @@ def inspect_model(
     enumerated = _check_guide_covers(model_sites, guide_sites, caller)
     latents = [n for n, s in guide_sites.items() if not s["is_observed"]]
     scored += [guide_sites[n] for n in latents]
+    plate = resolve_plate(plate, model_sites, guide_sites, scored, caller)
     num_data = _data_size(scored, plate)
     local = num_data is not None and all(plate_frame(s, plate) is not None for s in scored)
     return Layout(

@@ -36,20 +36,69 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 from tqdm.auto import tqdm
 
+from pyrovi._checks import check_bool, check_int, check_positive, check_probability, check_tensor
 from pyrovi._validation import positive_int as _positive_int
 from pyrovi.distributions import NFlowsDistribution
 from pyrovi.distributions.elementwise_affine import ElementwiseAffine
 from pyrovi.distributions.flow_layers import FLOW_KINDS, flow_layers
+from pyrovi.infer import checkpoint as _checkpoint
 from pyrovi.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyrovi.infer.distributed import DistributedContext, init_distributed, shard_bounds
 from pyrovi.infer.grad_buckets import overlaps_on
 from pyrovi.infer.optim import default_adam
 from pyrovi.nn.embedding import Standardize, embedding_net
 
-__all__ = ["NPE", "NPEPosterior", "NPETrainResult", "simulate", "ConstrainTransform"]
+__all__ = [
+    "NPE",
+    "NPEPosterior",
+    "NPETrainResult",
+    "NotTrainedError",
+    "simulate",
+    "ConstrainTransform",
+]
+
+
+class NotTrainedError(RuntimeError):
+    """An :class:`NPE` asked for its posterior before :meth:`NPE.train` (or a trained
+    :meth:`NPE.load`): its flow is still at its random initialization."""
 
 
 # --------------------------------------------------------------------------- simulation
+
+#: Entries every checkpoint written by :meth:`NPE.save` has.
+_NPE_ENTRIES = ("config", "state", "trained", "theta_dim", "summary_dim")
+
+
+def _differences(state: dict, npe: NPE) -> list[str]:
+    """What a checkpoint was saved for that the rebuilt estimator does not match."""
+    out = []
+    if state["theta_dim"] != npe.theta_dim:
+        out.append(f"saved for {state['theta_dim']} parameters, the model has {npe.theta_dim}")
+    if state["summary_dim"] != npe.summary_dim:
+        out.append(
+            f"saved for {state['summary_dim']} summaries, the model (and summary) give "
+            f"{npe.summary_dim}"
+        )
+    if "sizes" in state and list(state["sizes"]) != list(npe.sizes):
+        out.append(f"parameter sizes {list(state['sizes'])} saved, {list(npe.sizes)} now")
+    if "data_shape" in state and list(state["data_shape"]) != list(npe.data_shape):
+        out.append(f"data shape {tuple(state['data_shape'])} saved, {tuple(npe.data_shape)} now")
+    if "supports" in state and list(state["supports"]) != [str(c) for c in npe.supports]:
+        out.append(
+            f"parameter supports {list(state['supports'])} saved, "
+            f"{[str(c) for c in npe.supports]} now"
+        )
+    return out
+
+
+def _check_sites(model: Any, params: Any, observed: Any) -> None:
+    """A callable model, a non-empty list of parameter site names and an observed site name."""
+    if not callable(model):
+        raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
+    if isinstance(params, str) or not params or not all(isinstance(p, str) for p in params):
+        raise ValueError(f"params must be a non-empty list of site names, got {params!r}")
+    if not isinstance(observed, str):
+        raise ValueError(f"observed must be a site name, got {observed!r}")
 
 
 def simulate(
@@ -80,6 +129,7 @@ def simulate(
     """
     num_simulations = _positive_int("num_simulations", num_simulations)
     batch_size = _positive_int("batch_size", batch_size)
+    _check_sites(model, params, observed)
     kwargs = model_kwargs or {}
     sites = [*params, observed]
     thetas, ys = [], []
@@ -291,12 +341,7 @@ class NPE:
         device: Any = None,
         model_args: tuple = (),
     ) -> None:
-        if not callable(model):
-            raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
-        if isinstance(params, str) or not params or not all(isinstance(p, str) for p in params):
-            raise ValueError(f"params must be a non-empty list of site names, got {params!r}")
-        if not isinstance(observed, str):
-            raise ValueError(f"observed must be a site name, got {observed!r}")
+        _check_sites(model, params, observed)
         if flow not in FLOW_KINDS:
             raise ValueError(f"flow must be one of {FLOW_KINDS}, got {flow!r}")
         if summary is not None and not callable(summary):
@@ -341,16 +386,16 @@ class NPE:
             "params": self.params,
             "observed": observed,
             "embedding": embedding if isinstance(embedding, str) else None,
-            "embedding_features": int(embedding_features),
-            "embedding_hidden": int(embedding_hidden),
+            "embedding_features": check_int("embedding_features", embedding_features),
+            "embedding_hidden": check_int("embedding_hidden", embedding_hidden),
             "flow": flow,
             "num_layers": _positive_int("num_layers", num_layers),
             "hidden_features": _positive_int("hidden_features", hidden_features),
             "num_bins": _positive_int("num_bins", num_bins),
-            "affine": bool(affine),
+            "affine": check_bool("affine", affine),
         }
         embed, context_dim = embedding_net(
-            embedding, self.summary_dim, int(embedding_features), int(embedding_hidden)
+            embedding, self.summary_dim, embedding_features, embedding_hidden
         )
         layers = flow_layers(
             flow, self.theta_dim, num_layers, hidden_features, context_dim, num_bins=num_bins
@@ -384,6 +429,7 @@ class NPE:
 
     def summarize(self, y: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
         """``summary(y)`` for ``y`` of shape ``(N,) + data shape``, in chunks: ``(N, S)``."""
+        batch_size = _positive_int("batch_size", batch_size)
         with torch.no_grad():
             parts = [
                 self._summarize(y[i : i + batch_size].to(self.device))
@@ -464,13 +510,27 @@ class NPE:
             raise ValueError("pass num_simulations, or theta and y")
         if theta is not None and num_simulations is not None:
             raise ValueError("pass either num_simulations or theta and y, not both")
-        if not 0.0 < validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction!r}")
+        validation_fraction = check_probability("validation_fraction", validation_fraction)
         batch_size = _positive_int("batch_size", batch_size)
         max_epochs = _positive_int("max_epochs", max_epochs)
         patience = _positive_int("patience", patience)
-        if not (isinstance(lr, int | float) and lr > 0):
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        simulation_batch_size = _positive_int("simulation_batch_size", simulation_batch_size)
+        check_bool("progress", progress)
+        check_bool("distributed", distributed)
+        lr = check_positive("lr", lr)
+        clip_norm = check_positive("clip_norm", clip_norm, allow_none=True)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        if num_simulations is not None:
+            num_simulations = _positive_int("num_simulations", num_simulations)
+        if theta is not None:
+            check_tensor("theta", theta)
+            check_tensor("y", y)
+            if theta.dim() == 0 or y.dim() == 0 or theta.shape[0] != y.shape[0]:
+                raise ValueError(
+                    f"theta and y must hold the same simulations (one row each): theta has shape "
+                    f"{tuple(theta.shape)}, y {tuple(y.shape)}"
+                )
         shard = None
         if distributed:
             init_distributed(device=self.device)
@@ -613,6 +673,12 @@ class NPE:
 
         Returns:
             :class:`NPEPosterior` with ``sample``, ``log_prob`` and ``sample_and_log_prob``.
+
+        Raises:
+            TypeError: ``y_obs`` is not a tensor.
+            ValueError: ``y_obs`` has the wrong shape or gives non-finite summaries.
+            NotTrainedError: (a ``RuntimeError``) The estimator has not been trained (nor
+                loaded trained).
         """
         if not isinstance(y_obs, torch.Tensor):
             raise TypeError(f"y_obs must be a tensor, got {type(y_obs).__name__}")
@@ -627,6 +693,11 @@ class NPE:
             )
         if not torch.isfinite(s).all():
             raise ValueError("y_obs gives non-finite summary statistics")
+        if not self.trained:
+            raise NotTrainedError(
+                "NPE.posterior: the estimator is not trained (its flow is at its random "
+                "initialization); call train() or NPE.load(...) first"
+            )
         std = self.net["theta_standardize"]
         base = NFlowsDistribution(self.net["flow"], s, features=self.theta_dim)
         affine = AffineTransform(std.mean, std.std, event_dim=1)
@@ -644,6 +715,9 @@ class NPE:
                 "trained": self.trained,
                 "theta_dim": self.theta_dim,
                 "summary_dim": self.summary_dim,
+                "sizes": list(self.sizes),
+                "data_shape": list(self.data_shape),
+                "supports": [str(c) for c in self.supports],
             },
         )
 
@@ -667,28 +741,64 @@ class NPE:
             embedding: The embedding module, if a custom one was used (its weights are restored).
             device: Device to load onto.
             model_args: Model arguments.
+
+        Raises:
+            FileNotFoundError: No file at ``path``.
+            CheckpointError: (a ``ValueError``, from :mod:`pyrovi.infer.checkpoint`) The file is
+                empty, truncated or corrupt, not a checkpoint, not an NPE checkpoint, or saved
+                for another model or summary (the message names the file and what differs).
         """
-        state = load_checkpoint(path)
+        error = getattr(_checkpoint, "CheckpointError", ValueError)
+        try:
+            state = load_checkpoint(path)
+        except (FileNotFoundError, error):
+            raise
+        except Exception as err:  # a reader without CheckpointError: say which file
+            raise error(
+                f"NPE.load: cannot read the checkpoint {os.fspath(path)}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        missing = [k for k in _NPE_ENTRIES if k not in state]
+        if missing:
+            raise error(
+                f"NPE.load: {os.fspath(path)} is not an NPE checkpoint (written by NPE.save): it "
+                f"lacks {missing}"
+            )
         cfg = dict(state["config"])
-        if cfg["embedding"] is None and embedding is None:
+        if cfg.get("embedding") is None and embedding is None:
             raise ValueError("embedding: this NPE used a custom embedding module; pass it to load")
         emb = embedding if embedding is not None else cfg["embedding"]
-        npe = cls(
-            model,
-            cfg.pop("params"),
-            cfg.pop("observed"),
-            summary=summary,
-            embedding=emb,
-            device=device,
-            model_args=model_args,
-            **{k: v for k, v in cfg.items() if k != "embedding"},
-        )
-        if npe.summary_dim != state["summary_dim"] or npe.theta_dim != state["theta_dim"]:
-            raise ValueError(
-                f"summary/model: saved for {state['theta_dim']} parameters and "
-                f"{state['summary_dim']} summaries, got {npe.theta_dim} and {npe.summary_dim}"
+        params, observed = cfg.pop("params"), cfg.pop("observed")
+        try:
+            npe = cls(
+                model,
+                params,
+                observed,
+                summary=summary,
+                embedding=emb,
+                device=device,
+                model_args=model_args,
+                **{k: v for k, v in cfg.items() if k != "embedding"},
             )
-        npe.net.load_state_dict(state["state"])
+        except ValueError as err:
+            raise error(
+                f"NPE.load: the checkpoint {os.fspath(path)} was saved for parameter sites "
+                f"{params} and observed site {observed!r}, which do not fit this model: {err}"
+            ) from err
+        differ = _differences(state, npe)
+        if differ:
+            raise error(
+                f"NPE.load: the checkpoint {os.fspath(path)} was saved for another model or "
+                f"summary: {'; '.join(differ)}"
+            )
+        try:
+            npe.net.load_state_dict(state["state"])
+        except RuntimeError as err:
+            raise error(
+                f"NPE.load: the networks saved in {os.fspath(path)} do not fit the rebuilt "
+                f"estimator (another embedding module, or another pyrovi version?): "
+                f"{str(err).splitlines()[0]}"
+            ) from err
         npe.net.eval()
         npe.trained = bool(state["trained"])
         return npe

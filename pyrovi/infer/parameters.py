@@ -29,12 +29,15 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from pyrovi.infer.checkpoint import CheckpointError
+
 __all__ = [
     "collect_parameters",
     "snapshot",
     "module_state",
     "module_of",
     "restore",
+    "mismatches",
     "load_into",
 ]
 
@@ -168,22 +171,60 @@ def module_state(fn: Callable) -> dict[str, torch.Tensor] | None:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def restore(params: dict[str, torch.Tensor], saved: dict[str, torch.Tensor], what: str) -> None:
+def mismatches(
+    expected: dict[str, torch.Tensor], saved: Any, limit: int = 5, strict: bool = False
+) -> list[str]:
+    """What keeps ``saved`` (name -> tensor) from being copied into ``expected``: missing names,
+    entries that are not tensors, other shapes (at most ``limit`` of each); with any of those,
+    or with ``strict``, the names ``saved`` holds beyond ``expected`` too."""
+    if not isinstance(saved, dict):
+        return [f"it holds a {type(saved).__name__}, not a dict of tensors"]
+    problems = []
+    missing = [k for k in expected if k not in saved]
+    if missing:
+        problems.append(f"missing {_listed(missing, limit)}")
+    bad = [k for k in expected if k in saved and not isinstance(saved[k], torch.Tensor)]
+    if bad:
+        problems.append(f"not tensors: {_listed(bad, limit)}")
+    shapes = [
+        f"{k} {tuple(saved[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if isinstance(saved.get(k), torch.Tensor) and saved[k].shape != v.shape
+    ]
+    if shapes:
+        more = f" and {len(shapes) - limit} more" if len(shapes) > limit else ""
+        problems.append(f"other shapes: {', '.join(shapes[:limit])}{more}")
+    unexpected = [k for k in saved if k not in expected]
+    if unexpected and (problems or strict):
+        problems.append(f"not in this model and guide: {_listed(unexpected, limit)}")
+    return problems
+
+
+def _listed(names: list[str], limit: int) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"{names[:limit]}{more}"
+
+
+def restore(params: dict[str, torch.Tensor], saved: Any, what: str, dry_run: bool = False) -> None:
     """Copy ``saved`` values into ``params`` (same names and shapes), in place.
 
+    Everything is checked before anything is copied, so a mismatch leaves ``params`` unchanged;
+    with ``dry_run`` nothing is copied at all (only the check).
+
     Raises:
-        ValueError: A parameter is missing from ``saved`` or has another shape.
+        CheckpointError: (a ``ValueError``) ``saved`` lacks a parameter or holds one of another
+            shape; the message lists them.
     """
-    missing = sorted(set(params) - set(saved))
-    if missing:
-        raise ValueError(f"{what} lacks parameters {missing[:5]}; was it saved for another model?")
+    problems = mismatches(params, saved)
+    if problems:
+        raise CheckpointError(
+            f"{what} was saved for other parameters ({'; '.join(problems)}): was it written for "
+            "another model or guide?"
+        )
+    if dry_run:
+        return
     with torch.no_grad():
         for k, p in params.items():
-            if saved[k].shape != p.shape:
-                raise ValueError(
-                    f"{what}: parameter {k} has shape {tuple(saved[k].shape)}, expected "
-                    f"{tuple(p.shape)}"
-                )
             p.copy_(saved[k])
 
 

@@ -12,7 +12,15 @@ from pyro.poutine.util import is_validation_enabled
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovi.models._checks import check_features, check_likelihood, check_output, check_values
+from pyrovi._validation import positive_int
+from pyrovi.models._checks import (
+    check_features,
+    check_likelihood,
+    check_number,
+    check_output,
+    check_values,
+    reversed_hidden,
+)
 from pyrovi.models.vae import make_likelihood
 from pyrovi.nn import MLP, submodule
 
@@ -57,17 +65,16 @@ class ConditionalVAE(PyroModule):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if prior not in ("learned", "standard"):
             raise ValueError(f"prior must be 'learned' or 'standard', got {prior!r}")
-        if not (isinstance(beta, int | float) and beta >= 0):
-            raise ValueError(f"beta must be a non-negative number, got {beta!r}")
+        beta = check_number("beta", beta)
+        scale = check_number("scale", scale, positive=True)
         self.likelihood = check_likelihood(likelihood)
         self.x_dim, self.c_dim, self.z_dim, self.beta = x_dim, c_dim, z_dim, float(beta)
+        hidden = reversed_hidden(hidden_dims)  # the decoder's widths
         if decoder is None:
-            decoder = MLP(z_dim + c_dim, tuple(reversed(tuple(hidden_dims))), x_dim)
+            decoder = MLP(z_dim + c_dim, hidden, x_dim)
         check_output("decoder", decoder, z_dim + c_dim, x_dim)
         self.decoder = decoder
-        self.prior_net = (
-            MLP(c_dim, tuple(hidden_dims)[-1:], 2 * z_dim) if prior == "learned" else None
-        )
+        self.prior_net = MLP(c_dim, hidden[:1], 2 * z_dim) if prior == "learned" else None
         self.register_buffer("fixed_scale", torch.full((x_dim,), float(scale)))
 
     def check_data(self, x: torch.Tensor, c: torch.Tensor, *args: torch.Tensor) -> None:
@@ -97,8 +104,11 @@ class ConditionalVAE(PyroModule):
         """The model. ``x``: ``(batch, x_dim)``, ``c``: ``(batch, c_dim)``; returns ``z``."""
         check_features("x", x, self.x_dim)
         check_features("c", c, self.c_dim)
+        if c.shape[0] != x.shape[0]:
+            raise ValueError(f"c must have the batch size of x ({x.shape[0]}), got {c.shape[0]}")
         if is_validation_enabled():
             check_values("x", x, self.likelihood)
+            check_values("c", c)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior(c))
             cz = c.expand(z.shape[:-1] + c.shape[-1:])
@@ -109,5 +119,8 @@ class ConditionalVAE(PyroModule):
 
     def sample(self, c: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
         """Means of ``p(x | z, c)`` for ``z ~ p(z | c)``: ``(num_samples, batch, x_dim)``."""
-        z = self.prior(c).sample((int(num_samples),))
+        if not isinstance(c, torch.Tensor) or c.dim() == 0 or c.shape[-1] != self.c_dim:
+            got = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
+            raise ValueError(f"c must have shape (..., c_dim={self.c_dim}), got {got}")
+        z = self.prior(c).sample((positive_int("num_samples", num_samples),))
         return self.decode(z, c)

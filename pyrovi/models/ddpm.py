@@ -34,10 +34,13 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
+from pyro.poutine.util import is_validation_enabled
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovi._checks import check_bool, check_nonnegative, check_real
 from pyrovi._validation import positive_int as _positive_int
+from pyrovi.models._checks import check_features, check_values
 from pyrovi.nn.registration import submodule
 
 __all__ = ["DDPM", "beta_schedule", "EpsilonMLP", "AffineEpsilon", "SCHEDULES", "VARIANCES"]
@@ -76,19 +79,16 @@ def beta_schedule(
         Tensor ``(T,)`` with ``0 < β_t ≤ max_beta``.
     """
     T = _positive_int("T", T)
-    if not 0 < max_beta < 1:
-        raise ValueError(f"max_beta must lie in (0, 1), got {max_beta!r}")
+    max_beta = check_real("max_beta", max_beta, low=0.0, high=1.0, low_open=True, high_open=True)
     if schedule == "linear":
         scale = 1000.0 / T
-        start = 1e-4 * scale if beta_start is None else float(beta_start)
-        end = 0.02 * scale if beta_end is None else float(beta_end)
+        start = 1e-4 * scale if beta_start is None else _beta("beta_start", beta_start)
+        end = 0.02 * scale if beta_end is None else _beta("beta_end", beta_end)
         if not 0 < start <= end:
             raise ValueError(f"need 0 < beta_start <= beta_end, got {start!r} and {end!r}")
         betas = torch.linspace(start, end, T, dtype=torch.float64)
     elif schedule == "cosine":
-        if not cosine_offset >= 0:
-            raise ValueError(f"cosine_offset must be >= 0, got {cosine_offset!r}")
-        s = float(cosine_offset)
+        s = check_nonnegative("cosine_offset", cosine_offset)
         steps = torch.arange(T + 1, dtype=torch.float64) / T
         f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
         alpha_bar = f / f[0]
@@ -96,6 +96,10 @@ def beta_schedule(
     else:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     return betas.clamp(min=1e-8, max=max_beta)
+
+
+def _beta(name: str, value: float) -> float:
+    return check_real(name, value, low=0.0, high=1.0, low_open=True, high_open=True)
 
 
 def _time_features(t: torch.Tensor, T: int, num: int) -> torch.Tensor:
@@ -217,7 +221,7 @@ class DDPM(PyroModule):
             )
         else:
             raise ValueError(f"network must be 'mlp', 'affine' or an nn.Module, got {network!r}")
-        self.x_dim = _positive_int("x_dim", int(dim))
+        self.x_dim = _positive_int("x_dim", dim)
         if isinstance(schedule, str):
             betas = beta_schedule(schedule, T)
             self.schedule = schedule
@@ -228,7 +232,8 @@ class DDPM(PyroModule):
             self.schedule = "custom"
         if variance not in VARIANCES:
             raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
-        self.variance, self.hybrid_weight = variance, float(hybrid_weight)
+        self.variance = variance
+        self.hybrid_weight = check_nonnegative("hybrid_weight", hybrid_weight)
         alphas = 1 - betas
         alpha_bar = torch.cumprod(alphas, 0)
         alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
@@ -303,11 +308,9 @@ class DDPM(PyroModule):
 
     # ----------------------------------------------------------------- Pyro pair
     def _check_x(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
-            raise ValueError(
-                f"x must be a tensor of shape (batch, x_dim={self.x_dim}), got "
-                f"{getattr(x, 'shape', type(x).__name__)}"
-            )
+        check_features("x", x, self.x_dim)
+        if is_validation_enabled():
+            check_values("x", x)
 
     def forward(self, x: torch.Tensor | None = None, *, num_samples: int | None = None):
         """The Pyro model: ``z_T ~ N(0, I)``, ``z_{t−1} ~ p_θ(· | z_t)``, ``x ~ p_θ(· | z_1)``."""
@@ -405,6 +408,7 @@ class DDPM(PyroModule):
     def sample(self, num_samples: int, *, return_chain: bool = False) -> torch.Tensor:
         """Ancestral samples ``(n, d)`` (or the chain ``(n, T + 1, d)``, from ``z_T`` to ``x``)."""
         n = _positive_int("num_samples", num_samples)
+        return_chain = check_bool("return_chain", return_chain)
         z = torch.randn(n, self.x_dim, dtype=self.betas.dtype, device=self.betas.device)
         chain = [z]
         for t in range(self.T, 0, -1):

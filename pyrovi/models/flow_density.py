@@ -10,6 +10,7 @@ from nflows.transforms import CompositeTransform
 from pyro.nn import PyroModule
 from pyro.poutine.util import is_validation_enabled
 
+from pyrovi._validation import positive_int
 from pyrovi.distributions import NFlowsDistribution
 from pyrovi.distributions.elementwise_affine import ElementwiseAffine
 from pyrovi.distributions.flow_layers import FLOW_KINDS, flow_layers
@@ -53,7 +54,9 @@ class FlowDensity(PyroModule):
             raise ValueError(f"x_dim must be a positive integer, got {x_dim!r}")
         if flow not in FLOW_KINDS:
             raise ValueError(f"flow must be one of {FLOW_KINDS}, got {flow!r}")
-        if context_dim is not None and (not isinstance(context_dim, int) or context_dim < 1):
+        if context_dim is not None and (
+            isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 1
+        ):
             raise ValueError(f"context_dim must be a positive integer or None, got {context_dim!r}")
         self.x_dim, self.context_dim, self.kind = x_dim, context_dim, flow
         layers = flow_layers(flow, x_dim, num_layers, hidden_features, context_dim)
@@ -99,9 +102,12 @@ class FlowDensity(PyroModule):
     def log_prob(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """``log p(x)`` (or ``log p(x | c)``) per row, shape ``(batch,)``, nats."""
         check_features("x", x, self.x_dim)
+        if is_validation_enabled():
+            check_values("x", x)
         return self.distribution(c, x.shape[0]).log_prob(x)
 
     def sample(self, num_samples: int, c: torch.Tensor | None = None) -> torch.Tensor:
         """Samples ``(num_samples, x_dim)``, or ``(num_samples, batch, x_dim)`` given ``c``."""
+        num_samples = positive_int("num_samples", num_samples)
         with torch.no_grad():
-            return self.distribution(c).sample((int(num_samples),))
+            return self.distribution(c).sample((num_samples,))

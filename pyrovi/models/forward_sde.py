@@ -36,6 +36,7 @@ from torch import nn
 from torch.distributions import Distribution
 from torch.nn import functional as F
 
+from pyrovi._checks import check_bool, check_output, check_positive
 from pyrovi.distributions.sde import EulerMaruyama
 from pyrovi.models._checks import batch_of
 from pyrovi.models._checks import positive_int as _positive_int
@@ -58,7 +59,7 @@ class TimeMLP(nn.Module):
     def __init__(self, dim: int, hidden: int = 64, t_scale: float = 1.0) -> None:
         super().__init__()
         self.dim, hidden = _positive_int("dim", dim), _positive_int("hidden", hidden)
-        self.t_scale = float(t_scale)
+        self.t_scale = check_positive("t_scale", t_scale)
         self.inp = nn.Linear(dim + 1, hidden)
         self.mid = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, dim)
@@ -82,6 +83,7 @@ class ConstantDiffusion(nn.Module):
 
     def __init__(self, sigma: float | torch.Tensor, learn: bool = False) -> None:
         super().__init__()
+        check_bool("learn", learn)
         sigma = torch.as_tensor(sigma, dtype=torch.get_default_dtype())
         if sigma.dim() > 1 or not (sigma > 0).all() or not torch.isfinite(sigma).all():
             raise ValueError(f"diffusion: a constant must be positive, scalar or (d,), got {sigma}")
@@ -129,6 +131,8 @@ class ForwardSDE(PyroModule):
     ) -> None:
         super().__init__()
         self.x_dim = _positive_int("x_dim", x_dim)
+        check_bool("learn", learn)
+        check_bool("learn_diffusion", learn_diffusion)
         if not (isinstance(t_end, int | float) and math.isfinite(t_end) and t_end > 0):
             raise ValueError(f"t_end must be a positive number, got {t_end!r}")
         num_steps = _positive_int("num_steps", num_steps)
@@ -179,8 +183,14 @@ class ForwardSDE(PyroModule):
     def last_step(self, z: torch.Tensor) -> dist.Distribution:
         """``p(x | z_{K−1})``: the final Euler–Maruyama step (event ``(d,)``)."""
         t = self.times[-2].to(z.dtype)
-        loc = z + self.drift(t, z) * self.dt
-        scale = (self.diffusion(t, z) * math.sqrt(self.dt)).expand_as(loc)
+        shape = tuple(z.shape)
+        f = check_output("drift", self.drift(t, z), shape, last=self.x_dim, what=f"{shape}")
+        g = self.diffusion(t, z)
+        if isinstance(g, torch.Tensor) and g.dim() == 0:
+            g = g.reshape(1)
+        g = check_output("diffusion", g, shape, what=f"{shape}, (..., 1) or (d,)")
+        loc = z + f * self.dt
+        scale = (g * math.sqrt(self.dt)).expand_as(loc)
         return dist.Normal(loc, scale).to_event(1)
 
     def forward(self, x: torch.Tensor | None = None, *, num_samples: int | None = None):

@@ -40,6 +40,15 @@ from pyro.nn import PyroModule
 from pyro.optim import ClippedAdam
 from torch import nn
 
+from pyrovi._checks import (
+    check_bool,
+    check_callable,
+    check_int,
+    check_nonnegative,
+    check_output,
+    check_positive,
+    check_tensor,
+)
 from pyrovi.distributions.feynman_kac import ACTION_ESTIMATORS, FeynmanKac
 from pyrovi.distributions.sde import EulerMaruyama
 from pyrovi.models.hamiltonians import Hamiltonian
@@ -134,15 +143,15 @@ def line_integral(
     Returns:
         ``(...)``.
     """
-    if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
-        raise ValueError(f"nodes must be a positive integer, got {nodes!r}")
+    nodes = check_int("nodes", nodes)
     s, w = np.polynomial.legendre.leggauss(nodes)
     s = torch.as_tensor((s + 1) / 2, dtype=start.dtype, device=start.device)
     w = torch.as_tensor(w / 2, dtype=start.dtype, device=start.device)
     delta = end - start
     shape = (nodes,) + (1,) * start.dim()
     x = start + s.reshape(shape) * delta  # (nodes, ..., d)
-    v = drift(start.new_zeros(()), x)
+    v = check_output("drift", drift(start.new_zeros(()), x), tuple(x.shape), last=x.shape[-1])
+    v = v.expand(x.shape)  # a drift constant over the walkers broadcasts
     return torch.einsum("k,k...->...", w, (v * delta).sum(-1))
 
 
@@ -216,9 +225,9 @@ class GroundState(PyroModule):
         self.num_walkers = num_walkers
         self.horizon, self.dt = _check_grid(horizon, dt)
         self.kl_estimator = kl_estimator
-        self.boundary_loss = bool(boundary_loss)
-        self.persistent = bool(persistent)
-        self.quadrature = quadrature
+        self.boundary_loss = check_bool("boundary_loss", boundary_loss)
+        self.persistent = check_bool("persistent", persistent)
+        self.quadrature = check_int("quadrature", quadrature)
         if drift is None:
             from pyrovi.nn.quantum_drifts import drift_for
 
@@ -237,6 +246,7 @@ class GroundState(PyroModule):
                 f"walkers: expected shape ({num_walkers}, {hamiltonian.state_dim}), got "
                 f"{tuple(walkers.shape)}"
             )
+        check_tensor("walkers", walkers, floating=True, finite=True)
         self.register_buffer("walkers", walkers.detach().clone())
         self._pending: torch.Tensor | None = None
 
@@ -251,8 +261,15 @@ class GroundState(PyroModule):
         return self._fixed_drift
 
     def times(self, dt: float | None = None, horizon: float | None = None) -> torch.Tensor:
-        """The grid ``(n + 1,)`` of one path (``dt``/``horizon`` default to the model's)."""
-        horizon, dt = _check_grid(horizon or self.horizon, dt or self.dt)
+        """The grid ``(n + 1,)`` of one path (``dt``/``horizon`` default to the model's).
+
+        Raises:
+            ValueError: ``dt`` or ``horizon`` not a positive finite number (0 included), or
+                ``dt`` not dividing ``horizon`` into whole steps.
+        """
+        horizon, dt = _check_grid(
+            self.horizon if horizon is None else horizon, self.dt if dt is None else dt
+        )
         n = round(horizon / dt)
         return torch.linspace(
             0.0, horizon, n + 1, dtype=self.walkers.dtype, device=self.walkers.device
@@ -321,6 +338,10 @@ class GroundState(PyroModule):
 
         Returns:
             An :class:`EnergyEstimate`.
+
+        Raises:
+            ValueError: A bad count, ``dt``/``horizon`` not positive finite numbers or not
+                fitting each other; a drift or potential that returns NaN/inf or a wrong shape.
         """
         for name, value, low in (("num_paths", num_paths, 1), ("burn_in", burn_in, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -385,9 +406,7 @@ def _skipping_registration() -> bool:
 
 
 def _check_grid(horizon: float, dt: float) -> tuple[float, float]:
-    horizon, dt = float(horizon), float(dt)
-    if not (horizon > 0 and dt > 0 and math.isfinite(horizon)):
-        raise ValueError(f"horizon and dt must be positive, got horizon={horizon}, dt={dt}")
+    horizon, dt = check_positive("horizon", horizon), check_positive("dt", dt)
     n = round(horizon / dt)
     if n < 1 or abs(n * dt - horizon) > 1e-6 * horizon:
         raise ValueError(
@@ -413,24 +432,30 @@ def train_ground_state(
         steps: Optimizer steps (one path per walker each).
         lr: Initial learning rate.
         final_lr: Learning rate at the last step (exponential decay); default ``lr``.
-        clip_norm: Gradient norm clipping of ``ClippedAdam``.
+        clip_norm: Gradient clipping of ``ClippedAdam`` (each gradient entry is clamped to
+            ``[−clip_norm, clip_norm]``): a positive number, or None for no clipping.
         callback: Called as ``callback(step, energy)`` after every step.
-        max_seconds: Stop once this much wall time has passed. The learning-rate decay is then
-            re-timed after 20 steps so that ``final_lr`` is reached at the expected last step.
+        max_seconds: Stop once this much wall time has passed (a number >= 0, or None).
+            The learning-rate decay is then re-timed after 20 steps so that ``final_lr`` is
+            reached at the expected last step.
 
     Returns:
         ``{"step", "energy", "seconds"}``: per step, the loss per unit time (the batch estimate
         ``mean ℓ_T / T``, boundary-corrected with ``boundary_loss``) and the elapsed wall time.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not isinstance(ground_state, GroundState):
+        raise TypeError(f"ground_state must be a GroundState, got {type(ground_state).__name__}")
+    steps = check_int("steps", steps)
     if "drift" not in ground_state._modules:
         raise ValueError("train_ground_state: the drift is a fixed callable, nothing to train")
-    final_lr = lr if final_lr is None else final_lr
-    if not (lr > 0 and final_lr > 0):
-        raise ValueError(f"lr and final_lr must be positive, got {lr} and {final_lr}")
+    lr = check_positive("lr", lr)
+    final_lr = lr if final_lr is None else check_positive("final_lr", final_lr)
+    clip = math.inf if clip_norm is None else check_positive("clip_norm", clip_norm)
+    if callback is not None:
+        check_callable("callback", callback, "a callable callback(step, energy) or None")
+    max_seconds = check_nonnegative("max_seconds", max_seconds, allow_none=True)
     decay = (final_lr / lr) ** (1.0 / steps)
-    optim = ClippedAdam({"lr": lr, "lrd": decay, "clip_norm": clip_norm})
+    optim = ClippedAdam({"lr": lr, "lrd": decay, "clip_norm": clip})
     svi = SVI(ground_state.model, ground_state.guide, optim, Trace_ELBO())
     history: dict[str, list[float]] = {"step": [], "energy": [], "seconds": []}
     start = time.perf_counter()

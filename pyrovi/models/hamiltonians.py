@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pyrovi._checks import check_callable, check_finite, check_positive
 from pyrovi._validation import positive_int as _positive_int
 
 __all__ = [
@@ -84,6 +85,18 @@ class Hamiltonian:
     exact_sampler: bool = False
     params: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _positive_int("num_particles", self.num_particles)
+        _positive_int("dim", self.dim)
+        check_callable("potential", self.potential, "a callable V(x): (..., N·dim) -> (...)")
+        check_callable("sampler", self.sampler, "a callable sampler(n, generator) -> (n, N·dim)")
+        if self.interaction not in ("coulomb", "gaussian", "none"):
+            raise ValueError(
+                f"interaction must be 'coulomb', 'gaussian' or 'none', got {self.interaction!r}"
+            )
+        if self.exact_energy is not None:
+            check_finite("exact_energy", self.exact_energy)
+
     @property
     def state_dim(self) -> int:
         """Dimension of the flattened state, ``N·dim``."""
@@ -110,6 +123,9 @@ class Hamiltonian:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         x = self.sampler(n, generator)
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != (n, self.state_dim):
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"sampler must return ({n}, {self.state_dim}) walkers, got {got}")
         return x.to(dtype=dtype or torch.get_default_dtype(), device=device)
 
 
@@ -129,8 +145,7 @@ def harmonic_oscillator(num_particles: int = 1, dim: int = 1, omega: float = 1.0
         omega: Trap frequency ω > 0 (energy unit ħω).
     """
     n, d = _positive_int("num_particles", num_particles), _positive_int("dim", dim)
-    if not omega > 0:
-        raise ValueError(f"omega must be positive, got {omega!r}")
+    omega = check_positive("omega", omega)
 
     def potential(x: torch.Tensor) -> torch.Tensor:
         return 0.5 * omega**2 * x.pow(2).sum(-1)
@@ -250,8 +265,7 @@ def h2(bond_length: float = H2_BOND_LENGTH) -> Hamiltonian:
     Args:
         bond_length: Proton separation R (bohr).
     """
-    if not bond_length > 0:
-        raise ValueError(f"bond_length must be positive, got {bond_length!r}")
+    bond_length = check_positive("bond_length", bond_length)
     nuclei = torch.tensor([[0.0, 0.0, bond_length / 2], [0.0, 0.0, -bond_length / 2]])
     charges = torch.ones(2)
 
@@ -286,8 +300,8 @@ def gaussian_bosons(num_particles: int = 2, g: float = 3.0, s: float = 0.5) -> H
         s: Interaction range > 0.
     """
     n = _positive_int("num_particles", num_particles)
-    if not s > 0:
-        raise ValueError(f"s must be positive, got {s!r}")
+    s = check_positive("s", s)
+    g = check_finite("g", g)
     amplitude = g / (math.pi * s**2)
 
     def potential(x: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,9 @@ from pyro.poutine.util import is_validation_enabled
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovi.models._checks import check_features, check_likelihood, check_values
+from pyrovi._checks import check_hidden_dims, check_nonnegative
+from pyrovi._validation import positive_int
+from pyrovi.models._checks import check_features, check_likelihood, check_number, check_values
 from pyrovi.models.vae import make_likelihood
 from pyrovi.nn import MLP, submodule
 
@@ -102,7 +104,7 @@ class GaussianLayer(nn.Module):
         min_scale: float = 1e-4,
     ) -> None:
         super().__init__()
-        hidden = tuple(hidden_dims)
+        hidden = check_hidden_dims(hidden_dims)
         if hidden:
             self.trunk: nn.Module = nn.Sequential(
                 MLP(in_dim, hidden[:-1], hidden[-1], activation=activation), activation()
@@ -112,7 +114,7 @@ class GaussianLayer(nn.Module):
             self.trunk = nn.Identity()
             features = in_dim
         self.head = nn.Linear(features, 2 * out_dim)
-        self.min_scale = float(min_scale)
+        self.min_scale = check_nonnegative("min_scale", min_scale)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
         loc, raw = self.head(self.trunk(h)).chunk(2, dim=-1)
@@ -163,10 +165,9 @@ class HierarchicalVAE(PyroModule):
         )
         self.likelihood = check_likelihood(likelihood)
         act = activation_factory(activation)
-        if not (isinstance(beta, int | float) and beta >= 0):
-            raise ValueError(f"beta must be a non-negative number, got {beta!r}")
-        if not (isinstance(scale, int | float) and scale > 0):
-            raise ValueError(f"scale must be a positive number, got {scale!r}")
+        beta = check_number("beta", beta)
+        scale = check_number("scale", scale, positive=True)
+        min_scale = check_nonnegative("min_scale", min_scale)
         self.x_dim, self.beta, self.activation = x_dim, float(beta), activation
         self.sites = latent_site_names(n)
         self.decoder = MLP(self.z_dims[0], tuple(reversed(self.hidden_dims[0])), x_dim, act)
@@ -242,7 +243,7 @@ class HierarchicalVAE(PyroModule):
     def sample_prior(self, num_samples: int) -> torch.Tensor:
         """Decoded means of ancestral samples ``z_L -> ... -> z_1``, ``(num_samples, x_dim)``."""
         with torch.no_grad():
-            z = self.top_prior().sample((int(num_samples),))
+            z = self.top_prior().sample((positive_int("num_samples", num_samples),))
             for i in reversed(range(self.num_layers - 1)):
                 loc, scale = self.priors[i](z)
                 z = dist.Normal(loc, scale).sample()

@@ -22,6 +22,8 @@ from pyro.nn import PyroModule, PyroParam
 from pyro.poutine.util import is_validation_enabled
 from torch.distributions import constraints
 
+from pyrovi._checks import check_int, check_positive
+from pyrovi._validation import all_finite
 from pyrovi.distributions.sde import KL_ESTIMATORS, EulerMaruyama, _check_times
 from pyrovi.nn.registration import submodule
 from pyrovi.nn.sde_nets import DiagonalDiffusion, DriftMLP, OUDrift
@@ -74,16 +76,15 @@ class LatentSDE(PyroModule):
         diffusion_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        if isinstance(obs_dim, bool) or int(obs_dim) != obs_dim or obs_dim <= 0:
-            raise ValueError(f"obs_dim must be a positive integer, got {obs_dim!r}")
-        if isinstance(latent_dim, bool) or int(latent_dim) != latent_dim or latent_dim <= 0:
-            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+        obs_dim, latent_dim = check_int("obs_dim", obs_dim), check_int("latent_dim", latent_dim)
+        hidden = check_int("hidden", hidden)
+        ou_theta = check_positive("ou_theta", ou_theta)
+        diffusion_scale = check_positive("diffusion_scale", diffusion_scale)
         if prior not in _PRIORS:
             raise ValueError(f"prior must be one of {_PRIORS}, got {prior!r}")
         if likelihood not in _LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {_LIKELIHOODS}, got {likelihood!r}")
-        if not obs_scale > 0:
-            raise ValueError(f"obs_scale must be positive, got {obs_scale!r}")
+        obs_scale = check_positive("obs_scale", obs_scale)
         if kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
         if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
@@ -116,7 +117,11 @@ class LatentSDE(PyroModule):
                 f"xs must have shape (batch, len(times)={len(self.times)}, obs_dim="
                 f"{self.obs_dim}), got {tuple(xs.shape)}"
             )
-        if not torch.isfinite(xs).all():
+        if xs.shape[0] == 0:
+            raise ValueError(f"xs is empty (shape {tuple(xs.shape)}): no series")
+        if not xs.is_floating_point():
+            raise TypeError(f"xs must be a floating-point tensor, got dtype {xs.dtype}")
+        if not all_finite(xs):
             raise ValueError(
                 "xs contains NaN or infinite values; mark missing observations with mask "
                 "(False) and fill them with any finite value"
@@ -163,7 +168,7 @@ class LatentSDE(PyroModule):
         elif num_series is None:
             raise ValueError("num_series is needed when xs is None (sampling from the prior)")
         else:
-            batch = int(num_series)
+            batch = check_int("num_series", num_series)
         z0_prior = dist.Normal(self.z0_loc, self.z0_scale).to_event(1)
         with pyro.plate("data", batch):
             z0 = pyro.sample("z0", z0_prior)
@@ -197,6 +202,8 @@ class LatentSDE(PyroModule):
             ``{"times": (F,), "z": (S, B, F, d), "mean": (S, B, F, D)}``: latent paths and the
             decoded means (S = ``num_samples``).
         """
+        num_samples = check_int("num_samples", num_samples)
+        self.check_data(xs, mask)
         future = torch.as_tensor(future_times, dtype=self.times.dtype, device=self.times.device)
         if future.dim() != 1 or not len(future) or not bool(future[0] > self.times[-1]):
             raise ValueError(
@@ -204,7 +211,7 @@ class LatentSDE(PyroModule):
                 f"observation time {float(self.times[-1]):g}"
             )
         grid = torch.cat([self.times[-1:], future])
-        with pyro.plate("samples", int(num_samples), dim=-2):
+        with pyro.plate("samples", num_samples, dim=-2):
             trace = pyro.poutine.trace(guide).get_trace(xs, mask)
         last = trace.nodes["z"]["value"][..., -1, :]  # (S, B, d)
         z = self.prior_sde(last, _check_times(grid)).sample()[..., 1:, :]

@@ -34,6 +34,7 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovi._checks import check_bool
 from pyrovi.models._checks import batch_of
 from pyrovi.models._checks import positive_int as _positive_int
 from pyrovi.nn.registration import submodule
@@ -80,7 +81,12 @@ class GaussianTransitionMLP(nn.Module):
         self.out_dim = _positive_int("out_dim", out_dim)
         self.num_steps = _positive_int("num_steps", num_steps)
         hidden = _positive_int("hidden", hidden)
-        if not min_scale >= 0 or not init_scale > min_scale:
+        if not (
+            isinstance(min_scale, int | float)
+            and isinstance(init_scale, int | float)
+            and math.isfinite(init_scale)
+            and 0 <= min_scale < init_scale
+        ):
             raise ValueError(
                 f"need 0 <= min_scale < init_scale, got min_scale={min_scale!r}, "
                 f"init_scale={init_scale!r}"
@@ -141,6 +147,7 @@ class AffineGaussianTransition(nn.Module):
         self.num_steps = _positive_int("num_steps", num_steps)
         self.dim = _positive_int("dim", dim)
         self.num_inputs = _positive_int("num_inputs", num_inputs)
+        check_bool("learn", learn)
         shapes = {
             "weight": (num_steps, num_inputs, dim),
             "bias": (num_steps, dim),
@@ -193,6 +200,7 @@ def make_transition(
     name: str = "transition",
 ) -> nn.Module:
     """A transition module from a name (``"mlp"``, ``"affine"``) or the module itself."""
+    hidden = _positive_int("hidden", hidden)
     if isinstance(transition, nn.Module):
         return transition
     if transition == "mlp":
@@ -200,6 +208,21 @@ def make_transition(
     if transition == "affine":
         return AffineGaussianTransition(num_steps, dim, num_inputs)
     raise ValueError(f"{name} must be one of {TRANSITIONS} or an nn.Module, got {transition!r}")
+
+
+def _prior_tensor(name: str, value: float | torch.Tensor, dim: int) -> torch.Tensor:
+    """A finite scalar or ``(dim,)`` value as a ``(dim,)`` tensor, or ``ValueError``."""
+    try:
+        t = torch.as_tensor(value, dtype=torch.get_default_dtype())
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"{name} must be a number or a tensor of shape ({dim},), got {value!r}"
+        ) from None
+    if t.shape not in ((), (dim,), (1,)):
+        raise ValueError(f"{name} must be a number or have shape ({dim},), got {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return t.expand(dim)
 
 
 class MarkovChainVAE(PyroModule):
@@ -234,9 +257,10 @@ class MarkovChainVAE(PyroModule):
         super().__init__()
         self.T = _positive_int("T", T)
         self.x_dim = _positive_int("x_dim", x_dim)
+        check_bool("learn_prior", learn_prior)
         self.transition = make_transition(transition, T, x_dim, 1, hidden)
-        loc = torch.as_tensor(prior_loc, dtype=torch.get_default_dtype()).expand(x_dim).clone()
-        scale = torch.as_tensor(prior_scale, dtype=torch.get_default_dtype()).expand(x_dim)
+        loc = _prior_tensor("prior_loc", prior_loc, x_dim).clone()
+        scale = _prior_tensor("prior_scale", prior_scale, x_dim)
         if not (scale > 0).all():
             raise ValueError(f"prior_scale must be positive, got {prior_scale!r}")
         if learn_prior:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pyrovi._checks import check_positive
+
 __all__ = ["DoubleWell", "MullerBrown"]
 
 
@@ -29,9 +31,7 @@ class DoubleWell(nn.Module):
 
     def __init__(self, barrier: float = 1.0) -> None:
         super().__init__()
-        if not barrier > 0:
-            raise ValueError(f"barrier must be positive, got {barrier!r}")
-        self.barrier = float(barrier)
+        self.barrier = check_positive("barrier", barrier)
 
     def energy(self, z: torch.Tensor) -> torch.Tensor:
         """``U(z)`` for ``z`` ``(..., d)``; returns ``(...)``."""
@@ -63,9 +63,7 @@ class MullerBrown(nn.Module):
 
     def __init__(self, scale: float = 0.05) -> None:
         super().__init__()
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale!r}")
-        self.scale = float(scale)
+        self.scale = check_positive("scale", scale)
         for name in ("A", "a", "b", "c", "x0", "y0"):
             self.register_buffer(f"_{name}", torch.tensor(getattr(self, name)))
 

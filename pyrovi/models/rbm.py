@@ -26,6 +26,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovi._checks import (
+    check_bool,
+    check_callable,
+    check_finite,
+    check_nonnegative,
+    check_positive,
+    check_real,
+    check_tensor,
+)
+from pyrovi._validation import all_finite
 from pyrovi._validation import positive_int as _positive_int
 from pyrovi.infer.ais import AISResult, annealed_importance_sampling
 
@@ -62,10 +72,8 @@ class RBM(nn.Module):
         self.num_hidden = _positive_int("num_hidden", num_hidden)
         if visible not in _VISIBLE:
             raise ValueError(f"visible must be one of {_VISIBLE}, got {visible!r}")
-        if not (isinstance(sigma, int | float) and sigma > 0):
-            raise ValueError(f"sigma must be a positive number, got {sigma!r}")
-        if not (isinstance(init_std, int | float) and init_std >= 0):
-            raise ValueError(f"init_std must be a non-negative number, got {init_std!r}")
+        sigma = check_positive("sigma", sigma)
+        init_std = check_nonnegative("init_std", init_std)
         self.visible = visible
         self.weight = nn.Parameter(torch.randn(num_visible, num_hidden) * init_std)
         self.visible_bias = nn.Parameter(torch.zeros(num_visible))
@@ -78,6 +86,11 @@ class RBM(nn.Module):
         if not isinstance(v, torch.Tensor) or v.dim() < 1 or v.shape[-1] != self.num_visible:
             shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
             raise ValueError(f"{name} must have shape (..., {self.num_visible}), got {shape}")
+
+    def _check_h(self, h: torch.Tensor, name: str = "h") -> None:
+        if not isinstance(h, torch.Tensor) or h.dim() < 1 or h.shape[-1] != self.num_hidden:
+            shape = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
+            raise ValueError(f"{name} must have shape (..., {self.num_hidden}), got {shape}")
 
     def _scaled(self, v: torch.Tensor) -> torch.Tensor:
         return v / self.sigma if self.visible == "gaussian" else v
@@ -152,6 +165,7 @@ class RBM(nn.Module):
     def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """``E(v, h)``: ``(..., V), (..., H) -> (...)``."""
         self._check_v(v)
+        self._check_h(h)
         inter = ((self._scaled(v) @ self.weight) * h).sum(-1) + h @ self.hidden_bias
         if self.visible == "bernoulli":
             return -(v @ self.visible_bias) - inter
@@ -205,6 +219,11 @@ class RBM(nn.Module):
 
     def log_prob(self, v: torch.Tensor, log_z: float | torch.Tensor) -> torch.Tensor:
         """``log p(v) = −F(v) − log Z``: ``(..., V) -> (...)``, nats (a density for Gaussian v)."""
+        if isinstance(log_z, torch.Tensor):
+            if log_z.is_floating_point() and not all_finite(log_z):
+                raise ValueError("log_z must be finite, got NaN or infinite values")
+        else:
+            check_finite("log_z", log_z)
         return -self.free_energy(v) - log_z
 
     @torch.no_grad()
@@ -283,9 +302,14 @@ class RBM(nn.Module):
 
     @staticmethod
     def base_from_data(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-        """``logit`` of the clamped mean of binary data ``(N, V)``: a base for AIS, ``(V,)``."""
+        """``logit`` of the clamped mean of binary data ``(N, V)``: a base for AIS, ``(V,)``.
+
+        ``eps`` (in ``(0, 0.5)``) clamps the mean to ``[eps, 1 − eps]``.
+        """
         if not isinstance(x, torch.Tensor) or x.dim() != 2:
             raise ValueError("x must be a tensor of shape (N, V)")
+        check_tensor("x", x, nonempty=True, finite=True)
+        eps = check_real("eps", eps, low=0.0, high=0.5, low_open=True, high_open=True)
         p = x.float().mean(0).clamp(eps, 1 - eps)
         return torch.log(p) - torch.log1p(-p)
 
@@ -353,7 +377,9 @@ def train_rbm(
     rbm._check_v(data, "data")
     if data.dim() != 2 or data.shape[0] == 0:
         raise ValueError(f"data must have shape (N, {rbm.num_visible}) with N > 0")
-    if not torch.isfinite(data).all():
+    if not data.is_floating_point():
+        raise TypeError(f"data must be a floating-point tensor, got dtype {data.dtype}")
+    if not all_finite(data):
         raise ValueError("data contains NaN or infinite values")
     if rbm.visible == "bernoulli" and (data.min() < 0 or data.max() > 1):
         raise ValueError("data must lie in [0, 1] for Bernoulli visible units")
@@ -362,12 +388,14 @@ def train_rbm(
         _positive_int("batch_size", batch_size),
         _positive_int("k", k),
     )
-    if not (isinstance(lr, int | float) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if not (isinstance(momentum, int | float) and 0 <= momentum < 1):
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    if not (isinstance(weight_decay, int | float) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
+    lr = check_positive("lr", lr)
+    persistent = check_bool("persistent", persistent)
+    momentum = check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    weight_decay = check_nonnegative("weight_decay", weight_decay)
+    if transform is not None:
+        check_callable("transform", transform, "a callable on a minibatch, or None")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be an integer or None, got {seed!r}")
     device = rbm.weight.device
     g_cpu = torch.Generator()
     g_dev = torch.Generator(device=device)

@@ -8,6 +8,9 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 
+from pyrovi._checks import check_int, check_positive, check_tensor
+from pyrovi._validation import all_finite
+
 __all__ = [
     "RickerModel",
     "ricker_population",
@@ -67,9 +70,7 @@ class RickerModel(PyroModule):
         super().__init__()
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
             raise ValueError(f"num_steps must be an integer >= 2, got {num_steps!r}")
-        if not n0 > 0:
-            raise ValueError(f"n0 must be positive, got {n0!r}")
-        self.num_steps, self.n0 = num_steps, float(n0)
+        self.num_steps, self.n0 = num_steps, check_positive("n0", n0)
         self.register_buffer("low", torch.tensor([3.0, 0.0, 4.0]))
         self.register_buffer("high", torch.tensor([5.0, 0.8, 20.0]))
 
@@ -138,11 +139,19 @@ def wood_summaries(y: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     if not isinstance(y, torch.Tensor) or y.dim() < 1 or y.shape[-1] < 7:
         got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ValueError(f"y must have shape (..., T) with T >= 7, got {got}")
+    if not isinstance(reference, torch.Tensor):
+        raise TypeError(
+            f"reference must be a tensor ({y.shape[-1]},), got {type(reference).__name__}"
+        )
     if reference.shape != y.shape[-1:]:
         raise ValueError(
             f"reference must have shape ({y.shape[-1]},) like a series of y, got "
             f"{tuple(reference.shape)}"
         )
+    if y.is_floating_point() and not all_finite(y):
+        raise ValueError("y contains NaN or infinite values (counts must be finite)")
+    if reference.is_floating_point() and not all_finite(reference):
+        raise ValueError("reference contains NaN or infinite values")
     dtype = y.dtype if y.is_floating_point() else torch.get_default_dtype()
     x = y.to(torch.float64)
     acov = _lag_products(x, 5)
@@ -177,6 +186,7 @@ class WoodSummary(torch.nn.Module):
             reference = simulate_ricker_at(RICKER_TRUTH, num_steps, seed)
         if not isinstance(reference, torch.Tensor) or reference.dim() != 1:
             raise ValueError("reference must be a 1-D tensor (T,)")
+        check_tensor("reference", reference, finite=True)
         self.register_buffer("reference", reference.detach().to(torch.float64).clone())
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -187,6 +197,13 @@ def simulate_ricker_at(
     params: dict[str, float], num_steps: int = 50, seed: int = 0, n0: float = 1.0
 ) -> torch.Tensor:
     """One Ricker series ``(T,)`` (float32 counts) at fixed parameters, from a private generator."""
+    missing = [k for k in ("log_r", "sigma", "phi") if k not in params]
+    if missing:
+        raise ValueError(f"params must give log_r, sigma and phi, missing {missing}")
+    num_steps = check_int("num_steps", num_steps)
+    check_positive("n0", n0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
     gen = torch.Generator().manual_seed(seed)
     eps = torch.randn(num_steps, generator=gen, dtype=torch.float64)
     n = ricker_population(
@@ -215,8 +232,7 @@ class GaussianLinear(PyroModule):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         for name, v in (("prior_var", prior_var), ("noise_var", noise_var)):
-            if not v > 0:
-                raise ValueError(f"{name} must be positive, got {v!r}")
+            check_positive(name, v)
         self.dim = dim
         self.register_buffer("prior_scale", torch.tensor(float(prior_var)).sqrt())
         self.register_buffer("noise_scale", torch.tensor(float(noise_var)).sqrt())
@@ -233,6 +249,9 @@ class GaussianLinear(PyroModule):
 
     def posterior(self, y: torch.Tensor) -> dist.Normal:
         """The exact posterior ``p(θ | y)``: ``Normal`` with event shape ``(D,)``."""
+        check_tensor("y", y, floating=True, finite=True)
+        if y.dim() < 1 or y.shape[-1] != self.dim:
+            raise ValueError(f"y must have shape (..., {self.dim}), got {tuple(y.shape)}")
         sp, sn = self.prior_scale**2, self.noise_scale**2
         var = 1.0 / (1.0 / sp + 1.0 / sn)
         return dist.Normal(var * y / sn, var.sqrt().expand(y.shape)).to_event(1)

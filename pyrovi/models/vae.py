@@ -12,8 +12,18 @@ from pyro.nn import PyroModule
 from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
-from pyrovi.models._checks import check_features, check_likelihood, check_output, check_values
+from pyrovi._checks import check_bool
+from pyrovi._validation import positive_int
+from pyrovi.models._checks import (
+    check_features,
+    check_likelihood,
+    check_number,
+    check_output,
+    check_values,
+    reversed_hidden,
+)
 from pyrovi.nn import MLP, ConvDecoder, submodule
+from pyrovi.nn.conv import _check_image_shape
 
 __all__ = ["VAE"]
 
@@ -68,14 +78,15 @@ class VAE(PyroModule):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.likelihood = check_likelihood(likelihood)
-        if not (isinstance(beta, int | float) and beta >= 0):
-            raise ValueError(f"beta must be a non-negative number, got {beta!r}")
-        if not (isinstance(scale, int | float) and scale > 0):
-            raise ValueError(f"scale must be a positive number, got {scale!r}")
+        beta = check_number("beta", beta)
+        scale = check_number("scale", scale, positive=True)
         self.x_dim, self.z_dim, self.beta = x_dim, z_dim, float(beta)
+        hidden = reversed_hidden(hidden_dims)
         if decoder is None:
-            decoder = MLP(z_dim, tuple(reversed(tuple(hidden_dims))), x_dim)
-        elif decoder == "conv":
+            decoder = MLP(z_dim, hidden, x_dim)
+        elif isinstance(decoder, str) and decoder == "conv":
+            if image_shape is not None:
+                image_shape = _check_image_shape(image_shape)
             if image_shape is None or math.prod(image_shape) != x_dim:
                 raise ValueError(
                     f"decoder='conv' needs image_shape with H*W == x_dim={x_dim}, "
@@ -88,7 +99,7 @@ class VAE(PyroModule):
         self.decoder = decoder
         self.register_buffer("prior_loc", torch.zeros(z_dim))
         self.register_buffer("prior_scale", torch.ones(z_dim))
-        self.learn_scale = bool(learn_scale)
+        self.learn_scale = check_bool("learn_scale", learn_scale)
         if self.learn_scale:
             self.log_scale = nn.Parameter(torch.full((x_dim,), math.log(scale)))
         else:
@@ -125,5 +136,6 @@ class VAE(PyroModule):
 
     def sample_prior(self, num_samples: int) -> torch.Tensor:
         """Decoded means of ``num_samples`` draws from the prior, ``(num_samples, x_dim)``."""
-        z = dist.Normal(self.prior_loc, self.prior_scale).sample((int(num_samples),))
+        num_samples = positive_int("num_samples", num_samples)
+        z = dist.Normal(self.prior_loc, self.prior_scale).sample((num_samples,))
         return self.decode(z)

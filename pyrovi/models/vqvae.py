@@ -26,8 +26,9 @@ from pyro.nn import PyroModule
 from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
+from pyrovi._checks import check_hidden_dims, check_positive
 from pyrovi._validation import positive_int as _positive_int
-from pyrovi.models._checks import check_features, check_likelihood, check_values
+from pyrovi.models._checks import check_features, check_likelihood, check_number, check_values
 from pyrovi.models.vae import make_likelihood
 from pyrovi.nn import MLP, submodule
 
@@ -172,10 +173,9 @@ class VQVAE(PyroModule):
         self.num_codes = _positive_int("num_codes", num_codes)
         self.code_dim = _positive_int("code_dim", code_dim)
         self.num_latents = _positive_int("num_latents", num_latents)
-        self.hidden_dims = tuple(int(h) for h in hidden_dims)
+        self.hidden_dims = check_hidden_dims(hidden_dims)
         self.likelihood = check_likelihood(likelihood)
-        if not (isinstance(scale, int | float) and scale > 0):
-            raise ValueError(f"scale must be a positive number, got {scale!r}")
+        scale = check_number("scale", scale, positive=True)
         self.codebook = Codebook(num_codes, code_dim)
         self.decoder = MLP(num_latents * code_dim, tuple(reversed(self.hidden_dims)), x_dim)
         self.register_buffer("prior_logits", torch.zeros(num_latents, num_codes))
@@ -239,8 +239,7 @@ class VQVAE(PyroModule):
             raise ValueError("index must be a non-empty integer tensor of code indices")
         if int(index.min()) < 0 or int(index.max()) >= self.num_codes:
             raise ValueError(f"index values must lie in [0, {self.num_codes}), got out-of-range")
-        if not (isinstance(smoothing, int | float) and smoothing > 0):
-            raise ValueError(f"smoothing must be a positive number, got {smoothing!r}")
+        smoothing = check_positive("smoothing", smoothing)
         counts = torch.zeros_like(self.prior_logits)
         counts.scatter_add_(
             1, index.T.to(counts.device), torch.ones(index.T.shape, device=counts.device)
@@ -257,5 +256,6 @@ class VQVAE(PyroModule):
     @torch.no_grad()
     def sample(self, num_samples: int) -> torch.Tensor:
         """Decoded means of ``num_samples`` draws from the (learned) prior, ``(n, x_dim)``."""
-        k = dist.Categorical(logits=self.prior_logits).sample((int(num_samples),))
+        num_samples = _positive_int("num_samples", num_samples)
+        k = dist.Categorical(logits=self.prior_logits).sample((num_samples,))
         return self.decode_indices(k)

@@ -2,21 +2,48 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from pyrovi._checks import check_int
+
 __all__ = ["ConvEncoder", "ConvDecoder"]
 
 
 def _check_image_shape(image_shape: Sequence[int]) -> tuple[int, int]:
-    if len(image_shape) != 2 or any(int(s) % 4 or int(s) <= 0 for s in image_shape):
-        raise ValueError(
-            "image_shape must be (height, width) with both divisible by 4, "
-            f"got {tuple(image_shape)!r}"
-        )
+    message = (
+        "image_shape must be (height, width) with both positive integers divisible by 4, "
+        f"got {image_shape!r}"
+    )
+    if isinstance(image_shape, str | bytes) or not isinstance(image_shape, Sequence):
+        raise TypeError(message)
+    if len(image_shape) != 2 or any(
+        isinstance(s, bool) or not isinstance(s, numbers.Integral) or s <= 0 or s % 4
+        for s in image_shape
+    ):
+        raise ValueError(message)
     return int(image_shape[0]), int(image_shape[1])
+
+
+def _check_channels(channels: Sequence[int]) -> tuple[int, int]:
+    if (
+        isinstance(channels, str | bytes)
+        or not isinstance(channels, Sequence)
+        or len(channels) != 2
+    ):
+        raise TypeError(f"channels must be a pair of positive integers, got {channels!r}")
+    return check_int("channels[0]", channels[0]), check_int("channels[1]", channels[1])
+
+
+def _check_flat(x: torch.Tensor, size: int, name: str, image_shape: tuple[int, int]) -> None:
+    if x.dim() == 0 or x.shape[-1] != size:
+        raise ValueError(
+            f"{name}: expected (..., {size}) (flattened {image_shape[0]}x{image_shape[1]} images), "
+            f"got shape {tuple(x.shape)}"
+        )
 
 
 class ConvEncoder(nn.Module):
@@ -36,7 +63,8 @@ class ConvEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.image_shape = _check_image_shape(image_shape)
-        c1, c2 = (int(c) for c in channels)
+        c1, c2 = _check_channels(channels)
+        out_dim = check_int("out_dim", out_dim)
         h, w = self.image_shape
         self.conv = nn.Sequential(
             nn.Conv2d(1, c1, 3, stride=2, padding=1),
@@ -49,6 +77,7 @@ class ConvEncoder(nn.Module):
         self.out_dim = int(out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        _check_flat(x, self.in_dim, "x", self.image_shape)
         batch = x.shape[:-1]
         h = self.conv(x.reshape(-1, 1, *self.image_shape))
         return self.linear(h.flatten(1)).reshape(*batch, self.out_dim)
@@ -71,7 +100,8 @@ class ConvDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.image_shape = _check_image_shape(image_shape)
-        c1, c2 = (int(c) for c in channels)
+        c1, c2 = _check_channels(channels)
+        in_dim = check_int("in_dim", in_dim)
         h, w = self.image_shape
         self._grid = (c1, h // 4, w // 4)
         self.linear = nn.Sequential(nn.Linear(int(in_dim), c1 * (h // 4) * (w // 4)), nn.ReLU())
@@ -84,6 +114,8 @@ class ConvDecoder(nn.Module):
         self.out_dim = h * w
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if z.dim() == 0 or z.shape[-1] != self.in_dim:
+            raise ValueError(f"z: expected (..., {self.in_dim}), got shape {tuple(z.shape)}")
         batch = z.shape[:-1]
         h = self.linear(z.reshape(-1, self.in_dim)).reshape(-1, *self._grid)
         return self.deconv(h).reshape(*batch, self.out_dim)

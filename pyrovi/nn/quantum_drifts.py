@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from pyrovi._checks import check_finite, check_tensor
 from pyrovi._validation import positive_int as _positive
 
 if TYPE_CHECKING:  # pyrovi.models imports pyrovi.nn: no runtime import back
@@ -93,8 +94,10 @@ class CoulombCusp(nn.Module):
                 f"nuclei must be (M, 3) and charges (M,), got {tuple(nuclei.shape)} and "
                 f"{tuple(charges.shape)}"
             )
+        check_tensor("nuclei", nuclei.double(), finite=True)
+        check_tensor("charges", charges.double(), finite=True)
         self.num_electrons = _positive("num_electrons", num_electrons)
-        self.electron_cusp = float(electron_cusp)
+        self.electron_cusp = check_finite("electron_cusp", electron_cusp)
         self.register_buffer("nuclei", nuclei.to(torch.get_default_dtype()))
         self.register_buffer("charges", charges.to(torch.get_default_dtype()))
 
@@ -146,7 +149,7 @@ class HarmonicSkip(nn.Module):
 
     def __init__(self, omega: float = 1.0) -> None:
         super().__init__()
-        self.omega = float(omega)
+        self.omega = check_finite("omega", omega)
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return -self.omega * x
@@ -178,6 +181,13 @@ class ResNetDrift(nn.Module):
     ) -> None:
         super().__init__()
         self.state_dim = _positive("state_dim", state_dim)
+        if features is not None:
+            out_dim = getattr(features, "out_dim", None)
+            if not isinstance(features, nn.Module) or not isinstance(out_dim, int) or out_dim < 1:
+                raise TypeError(
+                    "features must be an nn.Module with a positive integer out_dim attribute "
+                    f"(its number of output features), got {type(features).__name__}"
+                )
         in_dim = state_dim if features is None else int(features.out_dim)
         self.features = features
         self.net = _ResNet(in_dim, _positive("width", width), _nonneg("depth", depth), state_dim)
@@ -228,6 +238,7 @@ class EquivariantDrift(nn.Module):
         nuclei = torch.zeros(0, dim) if nuclei is None else torch.as_tensor(nuclei)
         if nuclei.dim() != 2 or nuclei.shape[-1] != dim:
             raise ValueError(f"nuclei must be (M, {dim}), got {tuple(nuclei.shape)}")
+        check_tensor("nuclei", nuclei.double(), finite=True)
         self.register_buffer("nuclei", nuclei.to(torch.get_default_dtype()))
         single = (dim + 1) * (1 + len(nuclei))
         self.single = nn.Sequential(nn.Linear(single, width), nn.Tanh(), nn.Linear(width, width))

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovi._checks import check_bool, check_hidden_dims, check_positive
 from pyrovi._validation import positive_int as _positive
 from pyrovi.nn.mlp import MLP
 
@@ -30,6 +31,7 @@ class DriftMLP(nn.Module):
 
     def __init__(self, dim: int, hidden: tuple[int, ...] = (128, 128)) -> None:
         super().__init__()
+        hidden = check_hidden_dims(hidden, "hidden")
         self.net = MLP(_positive("dim", dim), hidden, dim, activation=nn.Softplus)
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -47,8 +49,8 @@ class OUDrift(nn.Module):
 
     def __init__(self, dim: int, theta: float = 1.0, learn: bool = False) -> None:
         super().__init__()
-        if not theta > 0:
-            raise ValueError(f"theta must be positive, got {theta!r}")
+        theta = check_positive("theta", theta)
+        learn = check_bool("learn", learn)
         log_theta = torch.full((_positive("dim", dim),), math.log(theta))
         mu = torch.zeros(dim)
         if learn:
@@ -78,9 +80,7 @@ class DiagonalDiffusion(nn.Module):
     def __init__(self, dim: int, hidden: int = 128, scale: float = 1.0) -> None:
         super().__init__()
         dim, hidden = _positive("dim", dim), _positive("hidden", hidden)
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale!r}")
-        self.scale = float(scale)
+        self.scale = check_positive("scale", scale)
         bound = 1.0 / math.sqrt(hidden)
         self.w1 = nn.Parameter(torch.empty(dim, hidden).uniform_(-1.0, 1.0))
         self.b1 = nn.Parameter(torch.empty(dim, hidden).uniform_(-1.0, 1.0))
@@ -171,6 +171,14 @@ class SeriesEncoder(nn.Module):
         self.out = nn.Linear(hidden, _positive("context_dim", context_dim))
 
     def forward(self, xs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # noqa: D102
+        if not isinstance(xs, torch.Tensor) or xs.dim() != 3 or xs.shape[-1] != self.obs_dim:
+            got = tuple(xs.shape) if isinstance(xs, torch.Tensor) else type(xs).__name__
+            raise ValueError(f"xs must have shape (batch, T, obs_dim={self.obs_dim}), got {got}")
+        if mask is not None and (
+            not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(xs.shape[:2])
+        ):
+            got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"mask must have shape {tuple(xs.shape[:2])} (batch, T), got {got}")
         if mask is None:
             seen = xs.new_ones(xs.shape[:-1] + (1,))
         else:

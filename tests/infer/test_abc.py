@@ -89,3 +89,25 @@ def test_bad_arguments_are_named():
         abc_rejection(model, ["theta"], "y", torch.zeros(3), num_simulations=10)
     with pytest.raises(ValueError, match="num_simulations must be a positive integer"):
         abc_rejection(model, ["theta"], "y", y_o, num_simulations=0)
+
+
+def test_abc_names_the_real_mismatch():
+    model = GaussianLinear(2)
+    y_o = torch.zeros(2)
+    with pytest.raises(ValueError, match="theta has 5 rows, y has shape \\(6, 2\\)"):
+        abc_rejection(model, ["theta"], "y", y_o, theta=torch.zeros(5, 2), y=torch.zeros(6, 2))
+    cases = [
+        (dict(theta=[[0.0, 0.0]], y=torch.zeros(1, 2)), TypeError, "theta must be a torch.Tensor"),
+        (
+            dict(theta=torch.full((5, 2), float("nan")), y=torch.zeros(5, 2)),
+            ValueError,
+            "theta contains NaN or infinite values",
+        ),
+        (dict(theta=torch.zeros(0, 2), y=torch.zeros(0, 2)), ValueError, r"theta is empty"),
+        (dict(num_simulations=5, quantile="a"), ValueError, r"quantile must be in \(0, 1\]"),
+        (dict(num_simulations=5, batch_size=0), ValueError, "batch_size must be a positive"),
+        (dict(num_simulations=5, summary=3), TypeError, "summary must be a callable"),
+    ]
+    for kwargs, error, match in cases:
+        with pytest.raises(error, match=match):
+            abc_rejection(model, ["theta"], "y", y_o, **kwargs)

@@ -95,3 +95,52 @@ def test_bad_ais_arguments():
         )
     with pytest.raises(ValueError, match="init"):
         annealed_importance_sampling(torch.zeros(()), 0.0, None, None)
+
+
+def test_ais_names_bad_arguments_and_callables():
+    init = torch.zeros(4, 2)
+
+    def log_density(x, beta):
+        return -beta * x.pow(2).sum(-1)
+
+    def stay(x, beta):
+        return x
+
+    nan = float("nan")
+    cases = [
+        (lambda: annealed_importance_sampling(init, nan, log_density, stay, 5), "log_z0 must be"),
+        (
+            lambda: annealed_importance_sampling(init, 0.0, log_density, stay, 1),
+            "betas must be the number of temperatures",
+        ),
+        (
+            lambda: annealed_importance_sampling(
+                init, 0.0, log_density, stay, torch.tensor([0.0, nan, 1.0])
+            ),
+            r"betas must increase from 0 to 1 \(finite values\)",
+        ),
+        (
+            lambda: annealed_importance_sampling(init, 0.0, lambda x, b: x, stay, 5),
+            r"log_density must return one value per chain \(4,\), got \(4, 2\)",
+        ),
+        (
+            lambda: annealed_importance_sampling(init, 0.0, lambda x, b: x.sum(-1) * nan, stay, 5),
+            "log_density returned NaN",
+        ),
+        (
+            lambda: annealed_importance_sampling(init, 0.0, log_density, lambda x, b: x[:2], 5),
+            r"transition must return states of the shape of init \(4, 2\), got \(2, 2\)",
+        ),
+        (
+            lambda: annealed_importance_sampling(
+                torch.full((4, 2), nan), 0.0, log_density, stay, 5
+            ),
+            "init contains NaN",
+        ),
+        (lambda: ais_schedule(10, sharpness=float("inf")), "sharpness must be a positive number"),
+    ]
+    for make, match in cases:
+        with pytest.raises(ValueError, match=match):
+            make()
+    with pytest.raises(TypeError, match="transition must be a callable"):
+        annealed_importance_sampling(init, 0.0, log_density, 3, 5)

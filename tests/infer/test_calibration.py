@@ -70,3 +70,65 @@ def test_c2st_bad_arguments():
         c2st(torch.full((10, 2), float("nan")), torch.zeros(10, 2))
     with pytest.raises(ValueError, match="folds must be"):
         c2st(torch.zeros(3, 2), torch.zeros(3, 2))
+
+
+def test_sbc_refuses_non_finite_draws_and_bad_arguments():
+    torch.manual_seed(0)
+    theta, y = torch.randn(10, 2), torch.randn(10, 2)
+
+    def nan_sampler(yy, L):
+        return torch.full((L, yy.shape[0], 2), float("nan"))
+
+    with pytest.raises(ValueError, match="sample returned NaN or infinite posterior draws"):
+        sbc_ranks(nan_sampler, theta, y, 20)
+
+    def good(yy, L):
+        return torch.randn(L, yy.shape[0], 2)
+
+    cases = [
+        (lambda: sbc_ranks(good, theta, y, 2.5), ValueError, "num_posterior_samples must be a"),
+        (lambda: sbc_ranks(good, theta, y, 20, batch_size=0), ValueError, "batch_size must be"),
+        (lambda: sbc_ranks(good, theta, y, 20, batch_size=2.5), ValueError, "batch_size must"),
+        (
+            lambda: sbc_ranks(good, torch.full((10, 2), float("nan")), y, 20),
+            ValueError,
+            "theta contains NaN",
+        ),
+        (
+            lambda: sbc_ranks(good, torch.empty(0, 2), torch.empty(0, 2), 20),
+            ValueError,
+            r"theta is empty",
+        ),
+        (lambda: sbc_ranks(good, [[0.0, 1.0]], y, 20), TypeError, "theta must be a torch.Tensor"),
+        (lambda: sbc_ranks(3, theta, y, 20), TypeError, "sample must be a callable"),
+        (lambda: sbc_ranks(lambda yy, L: 0.0, theta, y, 20), TypeError, "sample must return a"),
+        (
+            lambda: sbc_uniformity(torch.zeros(10, 2, dtype=torch.long), 20, 2.5),
+            ValueError,
+            "num_bins must be a positive integer, got 2.5",
+        ),
+        (
+            lambda: sbc_uniformity(torch.full((10, 2), 50), 20),
+            ValueError,
+            r"ranks must lie in 0..num_posterior_samples=20, got values in 50..50",
+        ),
+        (lambda: sbc_uniformity(torch.zeros(10, 2), 20), TypeError, "ranks must be an integer"),
+        (
+            lambda: c2st(torch.randn(20, 2), torch.randn(20, 2), folds=2.5),
+            ValueError,
+            "folds must be an integer >= 2, got 2.5",
+        ),
+        (
+            lambda: c2st(torch.randn(20, 2), torch.randn(20, 2), hidden=0),
+            ValueError,
+            "hidden must be a positive integer, got 0",
+        ),
+        (
+            lambda: c2st(torch.randn(20, 2), torch.randn(20, 2), max_iter=0),
+            ValueError,
+            "max_iter must be a positive integer, got 0",
+        ),
+    ]
+    for make, error, match in cases:
+        with pytest.raises(error, match=match):
+            make()

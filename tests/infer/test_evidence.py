@@ -510,3 +510,91 @@ def test_float32_flow_guide_vectorizes_without_falling_back():
         iwae = log_marginal_likelihood(model, guide, x, num_samples=20)
     assert bound.shape == iwae.shape == (300,) and bound.dtype == torch.float32
     assert torch.isfinite(bound).all() and torch.isfinite(iwae).all()
+
+
+# --------------------------------------------------------------------------- plate and data checks
+
+
+def _batch_model(x):
+    """Local latents in a plate called 'batch' (not the default 'data')."""
+    with pyro.plate("batch", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def _batch_guide(x):
+    with pyro.plate("batch", x.shape[0]):
+        pyro.sample("z", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+
+
+def _global_model(x):
+    """A global latent beside a plate that is not called 'data' (like eight schools)."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("obs_plate", x.shape[0]):
+        pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+
+def _global_guide(x):
+    pyro.sample("mu", dist.Normal(0.0, 1.0))
+
+
+def _no_plate_model(x):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    pyro.sample("x", dist.Normal(mu, 1.0).expand(x.shape).to_event(1), obs=x)
+
+
+@pytest.mark.parametrize("estimate", [elbo, log_marginal_likelihood])
+def test_a_plate_name_the_model_does_not_have_is_refused(estimate):
+    x = torch.randn(5)
+    with pytest.raises(ValueError, match=r"plate='datta' is not a plate .* \['batch'\]"):
+        estimate(_batch_model, _batch_guide, x, plate="datta")
+    with pytest.raises(ValueError, match=r"plate='data' is not a plate .* \['obs_plate'\]"):
+        estimate(_global_model, _global_guide, x, plate="data")
+    with pytest.raises(TypeError, match="plate must be the name of a pyro.plate"):
+        estimate(_batch_model, _batch_guide, x, plate=3)
+
+
+def test_the_default_plate_is_refused_only_where_it_would_hide_local_latents():
+    x = torch.randn(5)
+    with pytest.raises(
+        ValueError, match=r"no plate 'data' .* inside plate 'batch': pass plate='batch'"
+    ):
+        elbo(_batch_model, _batch_guide, x)
+    with pytest.raises(ValueError, match="pass plate='batch'"):
+        log_importance_weights(_batch_model, _batch_guide, x)
+    assert elbo(_batch_model, _batch_guide, x, plate="batch").shape == (5,)
+    # global latents: the joint estimate, whatever the plates are called
+    for plate in (None, "obs_plate"):
+        assert elbo(_global_model, _global_guide, x, plate=plate).shape == ()
+    # no plate at all: any name is the global case
+    for plate in (None, "data", "anything"):
+        lml = log_marginal_likelihood(
+            _no_plate_model, _global_guide, x, num_samples=10, plate=plate, vectorize=False
+        )
+        assert lml.shape == ()
+
+
+def test_data_is_checked_up_front():
+    model, guide = _batch_model, _batch_guide
+    nan = torch.tensor([0.0, float("nan"), 1.0])
+    for estimate in (elbo, log_marginal_likelihood):
+        with pytest.raises(ValueError, match=f"{estimate.__name__}: data contains NaN"):
+            estimate(model, guide, nan, plate="batch")
+        with pytest.raises(ValueError, match=r"data is empty \(shape \(0,\)\): no datapoints"):
+            estimate(model, guide, torch.empty(0), plate="batch")
+    with pytest.raises(ValueError, match=r"elbo: data\[1\] contains NaN"):
+        elbo(lambda x, y: model(x), lambda x, y: guide(x), (torch.zeros(3), nan), plate="batch")
+    with pytest.raises(ValueError, match=r"log_importance_weights: args\[0\] contains NaN"):
+        log_importance_weights(model, guide, nan, plate="batch")
+    counts = torch.tensor([1, 0, 2])  # integer data are fine (counts, labels)
+
+    def poisson(y):
+        rate = pyro.sample("rate", dist.Gamma(2.0, 1.0))
+        with pyro.plate("data", y.shape[0]):
+            pyro.sample("y", dist.Poisson(rate), obs=y)
+
+    def rate_guide(y):
+        pyro.sample("rate", dist.Gamma(2.0, 1.0))
+
+    assert torch.isfinite(elbo(poisson, rate_guide, counts.float())).all()
+    assert torch.isfinite(elbo(poisson, rate_guide, counts)).all()

@@ -292,19 +292,20 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(t
     model, guide = _small_vae()
     calls = []
 
-    def poison(x):  # call 1 is fit's checked first pass; call 8 is epoch 2, step 3 (4 steps/epoch)
-        calls.append(1)
-        return torch.full_like(x, float("nan")) if len(calls) == 8 else x
+    def poison(x):  # unpack: call 1 is fit's data check, 2 its checked first pass, 9 is
+        calls.append(1)  # epoch 2, step 3 (4 steps per epoch); unpacked data is not re-checked
+        return (torch.full_like(x, float("nan")) if len(calls) == 9 else x,), {}
 
     ckpt = tmp_path / "ckpt.pt"
-    with pytest.raises(TrainingDivergedError, match=r"epoch 2, step 3.*last good checkpoint"):
+    match = r"loss is nan at epoch 2, step 3.*last good checkpoint: .*ckpt.pt \(epoch 1\)"
+    with pytest.raises(TrainingDivergedError, match=match):
         fit(
             model,
             guide,
             _data(),
             epochs=5,
             batch_size=16,
-            transform=poison,
+            unpack=poison,
             progress=False,
             checkpoint=ckpt,
             seed=0,
@@ -314,6 +315,29 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(t
     assert all(torch.isfinite(v).all() for v in state["params"].values())
     # the model's parameters were not updated by the NaN step
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_transformed_batch_is_checked_every_step():
+    """A transform that breaks the data later is caught by the model's check_data, per step."""
+    model, guide = _small_vae()
+    calls = []
+
+    def breaks_later(x):  # call 1 is fit's checked first pass; call 8 is epoch 2, step 3
+        calls.append(1)
+        return x * 2 if len(calls) == 8 else x
+
+    match = r"data: the batch of epoch 2, step 3 after transform: x must lie in \[0, 1\]"
+    with pytest.raises(ValueError, match=match):
+        fit(
+            model,
+            guide,
+            _data(),
+            epochs=5,
+            batch_size=16,
+            transform=breaks_later,
+            seed=0,
+            progress=False,
+        )
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path):
@@ -337,7 +361,7 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
         (torch.rand(10, 16), {"batch_size": 0}, "batch_size must be a positive integer, got 0"),
         (torch.rand(10, 16), {"epochs": 0}, "epochs must be a positive integer, got 0"),
         (torch.rand(10, 16), {"epochs": -2}, "epochs must be a positive integer, got -2"),
-        (torch.rand(10, 16), {"lr": 0.0}, "lr must be a positive number"),
+        (torch.rand(10, 16), {"lr": 0.0}, "lr must be a positive finite number, got 0.0"),
         (torch.rand(10, 16), {"kl_annealing": -1}, "kl_annealing must be a positive number"),
         (torch.rand(10, 16), {"val_data": torch.rand(4, 3)}, r"x must have shape \(batch, 16\)"),
         (torch.rand(10, 16), {"num_particles": 0}, "num_particles must be a positive integer"),

@@ -180,3 +180,103 @@ def test_bad_arguments_are_named():
         npe.posterior(torch.zeros(3))
     with pytest.raises(ValueError, match="summary.y. must be a vector"):
         NPE(RickerModel(num_steps=10), ["phi"], "y", summary=lambda y: y.unsqueeze(-1))
+
+
+def _small_npe(model=None):
+    model = GaussianLinear(2) if model is None else model
+    return NPE(model, ["theta"], "y", num_layers=1, hidden_features=8, embedding_features=4)
+
+
+def test_posterior_of_an_untrained_estimator_is_refused():
+    from pyrovi.infer.npe import NotTrainedError
+
+    npe = _small_npe()
+    with pytest.raises(
+        NotTrainedError, match=r"NPE.posterior: the estimator is not trained.*train"
+    ):
+        npe.posterior(torch.zeros(2))
+    npe.train(100, seed=0, progress=False, max_epochs=1)
+    assert npe.posterior(torch.zeros(2)).sample((3,)).shape == (3, 2)
+
+
+def test_training_options_are_checked_before_anything_runs():
+    npe = _small_npe()
+    nan, inf = float("nan"), float("inf")
+    cases = [
+        ({"num_simulations": 50, "lr": inf}, ValueError, "lr must be a positive number, got inf"),
+        ({"num_simulations": 50, "clip_norm": -1.0}, ValueError, "clip_norm must be a positive"),
+        (
+            {"num_simulations": 50, "simulation_batch_size": 0},
+            ValueError,
+            "simulation_batch_size must be a positive integer, got 0",
+        ),
+        ({"num_simulations": 2.5}, ValueError, "num_simulations must be a positive integer"),
+        ({"num_simulations": 50, "seed": 2.5}, ValueError, "seed must be a non-negative integer"),
+        (
+            {"num_simulations": 50, "validation_fraction": nan},
+            ValueError,
+            r"validation_fraction must be in \(0, 1\), got nan",
+        ),
+        (
+            {"theta": [[0.0, 0.0]], "y": torch.zeros(1, 2)},
+            TypeError,
+            "theta must be a torch.Tensor, got list",
+        ),
+        (
+            {"theta": torch.zeros(5, 2), "y": torch.zeros(6, 2)},
+            ValueError,
+            r"theta and y must hold the same simulations .* theta has shape \(5, 2\), y \(6, 2\)",
+        ),
+    ]
+    for kwargs, error, match in cases:
+        with pytest.raises(error, match=match):
+            npe.train(progress=False, max_epochs=1, **kwargs)
+    assert not npe.trained
+    with pytest.raises(ValueError, match="embedding_features must be a positive integer, got 2.5"):
+        NPE(GaussianLinear(2), ["theta"], "y", embedding_features=2.5)
+    with pytest.raises(ValueError, match="embedding_hidden must be a positive integer, got '16'"):
+        NPE(GaussianLinear(2), ["theta"], "y", embedding_hidden="16")
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"", r"is empty \(0 bytes\)"),
+        (b"hello world", "is not a file written by torch.save"),
+        (None, "is truncated or corrupt"),
+    ],
+)
+def test_load_names_an_unreadable_file(tmp_path, content, match):
+    from pyrovi.infer.checkpoint import CheckpointError
+
+    good = tmp_path / "good.pt"
+    _small_npe().save(good)
+    path = tmp_path / "bad.pt"
+    path.write_bytes(good.read_bytes()[:300] if content is None else content)
+    with pytest.raises(CheckpointError, match=f"{path}.*{match}|{match}.*{path}"):
+        NPE.load(path, GaussianLinear(2))
+
+
+def test_load_names_what_differs_for_another_checkpoint_or_model(tmp_path):
+    from pyrovi.infer.checkpoint import CheckpointError, save_checkpoint
+
+    other = tmp_path / "fit.pt"
+    save_checkpoint(other, {"params": {}, "epoch": 3})
+    with pytest.raises(
+        CheckpointError, match=r"fit.pt is not an NPE checkpoint .* lacks \['config'"
+    ):
+        NPE.load(other, GaussianLinear(2))
+    path = tmp_path / "npe.pt"
+    _small_npe().save(path)
+    with pytest.raises(
+        CheckpointError, match=r"saved for 2 parameters, the model has 3.*2 summaries"
+    ):
+        NPE.load(path, GaussianLinear(3))
+    with pytest.raises(CheckpointError, match=r"parameter supports .* saved, .*Interval"):
+        NPE.load(path, bounded_model)  # a scalar theta on (0, 1)
+    with pytest.raises(CheckpointError, match=r"sites \['theta'\] .* do not fit this model"):
+        NPE.load(path, RickerModel(num_steps=10))
+    with pytest.raises(FileNotFoundError):
+        NPE.load(tmp_path / "missing.pt", GaussianLinear(2))
+    loaded = NPE.load(path, GaussianLinear(2))
+    assert not loaded.trained  # saved untrained: still refuses its posterior

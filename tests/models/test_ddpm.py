@@ -174,7 +174,7 @@ def test_argument_errors():
     model = DDPM(2, 10)
     with pytest.raises(ValueError, match="kind must be one of"):
         model.loss(torch.zeros(4, 2), "l2")
-    with pytest.raises(ValueError, match=r"x must be a tensor of shape \(batch, x_dim=2\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 2\), got \(4, 3\)"):
         model.nll_bound(torch.zeros(4, 3))
     with pytest.raises(ValueError, match="t: integer steps in 1..T=10"):
         model.q_mean_var(torch.zeros(4, 2), 0)

@@ -150,5 +150,5 @@ def test_argument_errors():
         BackwardSDE(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match=r"x must be a tensor of shape \(batch, x_dim=1\)"):
         BackwardSDE(model)(torch.zeros(3, 2))
-    with pytest.raises(ValueError, match="barrier must be positive"):
+    with pytest.raises(ValueError, match="barrier must be a positive number"):
         DoubleWell(0.0)

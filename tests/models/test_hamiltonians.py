@@ -61,13 +61,13 @@ def test_samplers_draw_from_the_ground_state_density(device):
 
 
 def test_errors_name_the_argument():
-    with pytest.raises(ValueError, match="omega must be positive"):
+    with pytest.raises(ValueError, match="omega must be a positive number"):
         H.harmonic_oscillator(omega=0.0)
     with pytest.raises(ValueError, match="num_particles must be a positive integer"):
         H.gaussian_bosons(num_particles=0)
-    with pytest.raises(ValueError, match="s must be positive"):
+    with pytest.raises(ValueError, match="s must be a positive number"):
         H.gaussian_bosons(s=-1.0)
-    with pytest.raises(ValueError, match="bond_length must be positive"):
+    with pytest.raises(ValueError, match="bond_length must be a positive number"):
         H.h2(0.0)
     with pytest.raises(ValueError, match="n must be a positive integer"):
         H.helium().sample_init(0)

@@ -163,7 +163,7 @@ def test_bad_arguments_are_named():
         pyro.poutine.trace(RickerModel()).get_trace(torch.zeros(49))
     with pytest.raises(ValueError, match="dim must be a positive integer"):
         GaussianLinear(0)
-    with pytest.raises(ValueError, match="prior_var must be positive"):
+    with pytest.raises(ValueError, match="prior_var must be a positive number"):
         GaussianLinear(2, prior_var=0.0)
     with pytest.raises(ValueError, match="reference must have shape"):
         wood_summaries(torch.zeros(2, 50), torch.zeros(40))
