@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from pyrovi._validation import all_finite
+from pyrovi._validation import all_finite, boolean, describe, integer
 
 __all__ = [
     "check_int",
@@ -38,36 +38,14 @@ __all__ = [
 ]
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)}"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an ``int`` if it is an integer (not a bool, not a float) ``>= minimum``.
-
-    Args:
-        name: The argument's name, for the message.
-        value: What was passed.
-        minimum: Smallest allowed value.
-
-    Returns:
-        ``int(value)``.
+    """``value`` as an ``int`` if it is an integer (not a bool, not a float) ``>= minimum``
+    (:func:`pyrovi._validation.integer`).
 
     Raises:
         ValueError: Otherwise (``2.5``, ``2.0``, ``True``, ``"3"``, values below ``minimum``).
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        if minimum == 1:
-            kind = "a positive integer"
-        elif minimum == 0:
-            kind = "a non-negative integer"
-        else:
-            kind = f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {kind}, got {_describe(value)}")
-    return int(value)
+    return integer(name, value, minimum)
 
 
 def check_optional_int(name: str, value: Any, minimum: int = 1) -> int | None:
@@ -104,17 +82,17 @@ def check_hidden_dims(
     if isinstance(value, torch.Tensor) or not isinstance(value, Iterable):
         raise TypeError(
             f"{name} must be a sequence of positive integers (layer widths), got "
-            f"{_describe(value)}; write e.g. (16,) for one hidden layer of 16 units"
+            f"{describe(value)}; write e.g. (16,) for one hidden layer of 16 units"
         )
     widths = tuple(value)
     for i, w in enumerate(widths):
         if isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 1:
             raise ValueError(
                 f"{name} must be a sequence of positive integers (layer widths), got "
-                f"{_describe(value)}: entry {i} is {w!r}"
+                f"{describe(value)}: entry {i} is {w!r}"
             )
     if not widths and not allow_empty:
-        raise ValueError(f"{name} must hold at least one layer width, got {_describe(value)}")
+        raise ValueError(f"{name} must hold at least one layer width, got {describe(value)}")
     return tuple(int(w) for w in widths)
 
 
@@ -157,7 +135,7 @@ def check_real(
     if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be {kind}{none}, got {_describe(value)}")
+        raise ValueError(f"{name} must be {kind}{none}, got {describe(value)}")
     x = float(value)
     if math.isnan(x):
         raise ValueError(f"{name} must be {kind}{none}, got nan")
@@ -205,12 +183,9 @@ def check_probability(name: str, value: Any, *, open_low: bool = True, open_high
     )
 
 
-def check_bool(name: str, value: Any) -> bool:
-    """``value`` if it is a bool (NumPy bools too); else ``TypeError`` naming ``name`` (a string
-    such as ``"False"`` would otherwise count as true)."""
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
+check_bool = boolean
+"""``value`` if it is a bool (NumPy bools too); else ``TypeError`` naming ``name`` (a string
+such as ``"False"`` would otherwise count as true); :func:`pyrovi._validation.boolean`."""
 
 
 def check_callable(name: str, value: Any, what: str = "a callable") -> Callable:

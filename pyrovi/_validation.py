@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = [
+    "as_tensors",
+    "data_names",
+    "describe",
+    "integer",
     "positive_int",
     "positive_float",
     "integer_in",
@@ -19,12 +24,35 @@ __all__ = [
 ]
 
 
+def describe(value: Any) -> str:
+    """A short description of an argument's value for error messages."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def integer(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    """Return ``int(value)`` if it is an integer (not a bool, not a float, not a string) with
+    ``minimum <= value <= maximum``; else raise ``ValueError`` naming ``name`` and the range."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+    if not (ok and value >= minimum and (maximum is None or value <= maximum)):
+        if maximum is not None:
+            kind = f"an integer in [{minimum}, {maximum}]"
+        elif minimum == 1:
+            kind = "a positive integer"
+        elif minimum == 0:
+            kind = "a non-negative integer"
+        else:
+            kind = f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {describe(value)}")
+    return int(value)
+
+
 def positive_int(name: str, value: Any) -> int:
-    """Return ``value`` if it is an integer >= 1 (not a bool); else raise ``ValueError`` naming
-    ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    """Return ``int(value)`` if it is an integer >= 1 (not a bool); else raise ``ValueError``
+    naming ``name``."""
+    return integer(name, value, 1)
 
 
 def positive_float(name: str, value: Any, *, allow_none: bool = False) -> float | None:
@@ -43,9 +71,7 @@ def positive_float(name: str, value: Any, *, allow_none: bool = False) -> float 
 def integer_in(name: str, value: Any, lo: int, hi: int) -> int:
     """Return ``int(value)`` if it is an integer (not a bool) with ``lo <= value <= hi``; else
     raise ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
-    return int(value)
+    return integer(name, value, lo, hi)
 
 
 def boolean(name: str, value: Any) -> bool:
@@ -74,3 +100,29 @@ def all_finite(x: torch.Tensor) -> bool:
         return bool(torch.isfinite(x).all())
     lo, hi = value_range(x)
     return math.isfinite(lo) and math.isfinite(hi)
+
+
+def as_tensors(data: torch.Tensor | Sequence[torch.Tensor], name: str = "data") -> tuple:
+    """``data`` (a tensor or a sequence of tensors) as a tuple of tensors sharing their leading
+    (datapoint) dimension; ``TypeError``/``ValueError`` naming ``name`` otherwise."""
+    if isinstance(data, torch.Tensor):
+        tensors = (data,)
+    else:
+        try:
+            tensors = () if isinstance(data, str | bytes) else tuple(data)
+        except TypeError:  # not iterable (None, a number, ...)
+            tensors = ()
+    if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise TypeError(f"{name} must be a tensor or a tuple of tensors, got {type(data).__name__}")
+    n = tensors[0].shape[0] if tensors[0].dim() else None
+    if n is None or any(t.dim() == 0 or t.shape[0] != n for t in tensors):
+        raise ValueError(
+            f"{name}: every tensor needs the same leading (datapoint) dimension, got shapes "
+            f"{[tuple(t.shape) for t in tensors]}"
+        )
+    return tensors
+
+
+def data_names(tensors: tuple, name: str = "data") -> list[str]:
+    """Names of the data tensors for messages: ``data``, or ``data[i]`` for a tuple."""
+    return [name] if len(tensors) == 1 else [f"{name}[{i}]" for i in range(len(tensors))]

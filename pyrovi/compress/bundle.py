@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,12 @@ from pyrovi.compress.errors import ModelFileError
 from pyrovi.data import DynamicBinarization
 from pyrovi.guides import AmortizedNormal
 from pyrovi.infer import fit
+from pyrovi.infer.checkpoint import describe_contents, read_torch_file
 from pyrovi.models import VAE
 
 __all__ = ["save_vae", "load_vae", "train_vae"]
 
 _FORMAT = "pyrovi.compress.vae/1"
-_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
 def save_vae(
@@ -99,28 +98,7 @@ def load_vae(path: str | os.PathLike) -> tuple[VAE, AmortizedNormal, dict[str, A
 def _read(path: Path) -> Any:
     """``torch.load`` of ``path`` (safe: weights only), or a :class:`ModelFileError` saying why
     it cannot be read."""
-    size = path.stat().st_size
-    if size == 0:
-        raise ModelFileError(f"model file {path} is empty (0 bytes): it was never written")
-    with open(path, "rb") as f:
-        head = f.read(len(_ZIP_MAGIC))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except MemoryError:
-        raise
-    except Exception as err:
-        refused = isinstance(err, pickle.UnpicklingError) and "Weights only" in str(err)
-        if refused and head == _ZIP_MAGIC:
-            raise ModelFileError(
-                f"model file {path} ({size} bytes) was not written by save_vae: it holds Python "
-                "objects that a safe load (torch.load with weights_only=True) refuses"
-            ) from err
-        if head == _ZIP_MAGIC:
-            what = "is truncated or corrupt (a torch.save archive that cannot be read)"
-        else:
-            what = f"is not a torch.save file (it starts with {head!r}, not {_ZIP_MAGIC!r})"
-        detail = "" if refused else f": {type(err).__name__}: {_first_line(err)}"
-        raise ModelFileError(f"model file {path} ({size} bytes) {what}{detail}") from err
+    return read_torch_file(path, "model file", ModelFileError, "was not written by save_vae")
 
 
 _CONFIG_KEYS = ("x_dim", "z_dim", "hidden_dims", "likelihood", "scale", "learn_scale")
@@ -132,7 +110,7 @@ def _check_state(path: Path, state: Any) -> dict[str, Any]:
     if not isinstance(fmt, str) or not fmt.startswith(_FORMAT.split("/")[0] + "/"):
         raise ModelFileError(
             f"model file {path} was not written by pyrovi.compress.save_vae: it holds "
-            f"{_describe(state)} without format {_FORMAT!r}"
+            f"{describe_contents(state)} without format {_FORMAT!r}"
         )
     if fmt != _FORMAT:
         raise ModelFileError(
@@ -150,13 +128,6 @@ def _check_state(path: Path, state: Any) -> dict[str, Any]:
 def _first_line(err: Exception) -> str:
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else "(no message)"
-
-
-def _describe(obj: Any) -> str:
-    if isinstance(obj, dict):
-        keys = sorted(map(str, obj))
-        return f"a dict with keys {keys[:8]}{' ...' if len(keys) > 8 else ''}"
-    return f"a {type(obj).__name__}"
 
 
 def train_vae(

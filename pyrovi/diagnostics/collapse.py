@@ -24,8 +24,7 @@ from pyro.infer.autoguide import AutoGuide
 from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal
 
 from pyrovi._checks import check_data, check_nonnegative
-from pyrovi._validation import positive_int
-from pyrovi.infer.evidence import _as_tensors, data_names
+from pyrovi._validation import as_tensors, data_names, positive_int
 
 __all__ = [
     "ACTIVE_UNIT_THRESHOLD",
@@ -100,7 +99,7 @@ def check_amortized(guide: Any, caller: str) -> None:
 
 
 def _batches(data: torch.Tensor | Sequence[torch.Tensor], batch_size: int, caller: str):
-    tensors = _as_tensors(data, "data")
+    tensors = as_tensors(data, "data")
     check_data(tensors, data_names(tensors), caller)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -110,7 +109,7 @@ def _batches(data: torch.Tensor | Sequence[torch.Tensor], batch_size: int, calle
 
 
 def _check_input(data: torch.Tensor | Sequence[torch.Tensor], caller: str) -> None:
-    tensors = _as_tensors(data, "data")
+    tensors = as_tensors(data, "data")
     check_data(tensors, data_names(tensors), caller)
 
 

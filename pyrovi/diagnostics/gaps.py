@@ -17,7 +17,6 @@ of ``log q`` is dropped, so the gradient noise vanishes where q* is the exact po
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,13 +30,14 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from pyrovi._checks import check_data, check_positive
+from pyrovi._validation import as_tensors, data_names
 from pyrovi.diagnostics.collapse import check_amortized
 from pyrovi.diagnostics.psis import pareto_khat
-from pyrovi.infer.evidence import _as_tensors, data_names, elbo
+from pyrovi.infer.evidence import elbo
 from pyrovi.infer.importance import DEFAULT_PLATE, inspect_model, is_deterministic, plate_frame
 from pyrovi.infer.losses import FastTrace_ELBO
 from pyrovi.infer.optim import default_adam
-from pyrovi.infer.particles import log_weights
+from pyrovi.infer.particles import fallback_warning, log_weights
 
 __all__ = ["InferenceGaps", "LocalGaussianGuide", "inference_gaps", "refine_guide"]
 
@@ -281,13 +281,7 @@ def refine_guide(
             except Exception as err:  # a model that does not broadcast over the particle plate
                 if step > 0 or not loss_fn.vectorize_particles:
                     raise
-                warnings.warn(
-                    f"refine_guide: the model could not be evaluated with the particles "
-                    f"vectorized in an outer plate ({type(err).__name__}: "
-                    f"{str(err).splitlines()[0]}); drawing the {num_particles} particles one at "
-                    "a time instead (slower)",
-                    stacklevel=3,
-                )
+                fallback_warning("refine_guide", num_particles, err, "")
                 loss_fn = FastTrace_ELBO(num_particles, False, max_plate_nesting=nesting)
                 loss = loss_fn.differentiable_loss(model, local.sticking_the_landing, *batch)
             grads = torch.autograd.grad(loss, params)
@@ -461,7 +455,7 @@ def inference_gaps(
         ValueError: Bad sizes or counts (named in the message); ``data`` empty or with NaN/inf;
             ``plate`` not a plate of the model.
     """
-    tensors = _as_tensors(data, "data")
+    tensors = as_tensors(data, "data")
     check_data(tensors, data_names(tensors), "inference_gaps")
     num_samples = _positive_int("num_samples", num_samples)
     plate = getattr(guide, "plate", plate)

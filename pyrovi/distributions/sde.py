@@ -438,15 +438,16 @@ class EulerMaruyama(TorchDistribution):
             dw = torch.randn((n, *x0.shape), dtype=x0.dtype, device=x0.device)
             dw = dw * _time_view(dt.sqrt(), dw.dim())
             path, drift, diffusion = self._euler_maruyama(x0, times, dt, dw)
+            self._check_path(path, drift, diffusion)
         else:
             path, dw = self._torchsde_path(x0, times)
-            if not all_finite(path.detach()):
+            if not all_finite(path.detach()):  # name the culprit from the unchecked values
                 drift = _over_steps(self.drift, times[:-1], path[:-1])
                 diffusion = _over_steps(self._diffusion_values, times[:-1], path[:-1])
                 self._check_path(path, drift, diffusion)
+            # a finite path: the checked evaluations refuse wrong shapes and non-finite values
             drift = self._drift_values(times[:-1], path[:-1])
             diffusion = self._diffusion_steps(times[:-1], path[:-1])
-        self._check_path(path, drift, diffusion)
         self._check_diffusion(diffusion)
         value = path[self._coarse_index.to(path.device)].movedim(0, -2)
         _remember(value, _PathRecord(self, times, dt, path, dw, drift, diffusion))

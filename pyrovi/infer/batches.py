@@ -17,9 +17,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from pyrovi._validation import positive_int
+from pyrovi._validation import as_tensors, positive_int
 from pyrovi.infer.distributed import DistributedContext, shard_bounds
-from pyrovi.infer.evidence import _as_tensors
 
 __all__ = ["Batches", "Unpacked", "default_unpack", "unpack_batch", "batch_size_of"]
 
@@ -227,7 +226,7 @@ def _checked_tensors(data: Any, name: str) -> tuple[torch.Tensor, ...]:
         raise ValueError(
             f"{name} is a 0-d tensor (a scalar); fit needs a leading datapoint dimension, (N, ...)"
         )
-    return _as_tensors(data, name)
+    return as_tensors(data, name)
 
 
 def _check_batching(loader: DataLoader, n: int, name: str) -> None:

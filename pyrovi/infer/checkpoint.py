@@ -25,6 +25,8 @@ from typing import Any
 import torch
 
 __all__ = [
+    "read_torch_file",
+    "describe_contents",
     "CheckpointError",
     "save_checkpoint",
     "load_checkpoint",
@@ -151,8 +153,8 @@ def load_checkpoint(path: str | os.PathLike, *, required: Iterable[str] = ()) ->
     state = _read(path)
     if not isinstance(state, dict) or _VERSION_KEY not in state:
         raise CheckpointError(
-            f"checkpoint {path} is not a pyrovi checkpoint: it holds {_describe(state)}, without "
-            f"the {_VERSION_KEY!r} entry that save_checkpoint writes"
+            f"checkpoint {path} is not a pyrovi checkpoint: it holds {describe_contents(state)}, "
+            f"without the {_VERSION_KEY!r} entry that save_checkpoint writes"
         )
     version = state[_VERSION_KEY]
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
@@ -171,44 +173,46 @@ def load_checkpoint(path: str | os.PathLike, *, required: Iterable[str] = ()) ->
 
 def _read(path: Path) -> Any:
     """``torch.load`` of ``path``, with a :class:`CheckpointError` saying why it fails."""
+    return read_torch_file(path, "checkpoint", CheckpointError, "is not a pyrovi checkpoint")
+
+
+def read_torch_file(path: Path, what: str, error: type[Exception], foreign: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, or ``error`` naming ``what`` and ``path``
+    and why the file cannot be read: empty, not written by ``torch.save``, truncated or corrupt,
+    or holding Python objects that a weights-only load refuses (then the message says
+    ``foreign``, e.g. ``"is not a pyrovi checkpoint"``). Shared by every pyrovi file loader."""
     with open(path, "rb") as f:
         head = f.read(len(_ZIP_MAGIC))
     size = path.stat().st_size
     if not head:
-        raise CheckpointError(
-            f"checkpoint {path} is empty (0 bytes): it was created but never written, e.g. by a "
-            "program killed while saving without pyrovi's atomic save"
+        raise error(
+            f"{what} {path} is empty (0 bytes): it was created but never written, e.g. by a "
+            "program killed while saving without an atomic save"
         )
     if head not in (_ZIP_MAGIC, _LEGACY_MAGIC):
-        raise CheckpointError(
-            f"checkpoint {path} ({size} bytes) is not a file written by torch.save (it starts "
+        raise error(
+            f"{what} {path} ({size} bytes) is not a file written by torch.save (it starts "
             f"with {head!r}, not {_ZIP_MAGIC!r})"
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except MemoryError:
         raise
-    except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
-            raise CheckpointError(
-                f"checkpoint {path} is not a pyrovi checkpoint: it holds Python objects that "
-                "loading with weights_only=True refuses (pyrovi checkpoints hold only tensors "
-                "and plain containers)"
-            ) from err
-        raise _corrupt(path, size, err) from err
     except Exception as err:
-        raise _corrupt(path, size, err) from err
+        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
+            raise error(
+                f"{what} {path} {foreign}: it holds Python objects that loading with "
+                "weights_only=True refuses (pyrovi files hold only tensors and plain containers)"
+            ) from err
+        text = str(err).strip().split(". ")[0][:160] or "(no message)"
+        raise error(
+            f"{what} {path} ({size} bytes) is truncated or corrupt: torch.load fails with "
+            f"{type(err).__name__}: {text}"
+        ) from err
 
 
-def _corrupt(path: Path, size: int, err: Exception) -> CheckpointError:
-    text = str(err).strip().split(". ")[0][:160] or "(no message)"
-    return CheckpointError(
-        f"checkpoint {path} ({size} bytes) is truncated or corrupt: torch.load fails with "
-        f"{type(err).__name__}: {text}"
-    )
-
-
-def _describe(obj: Any) -> str:
+def describe_contents(obj: Any) -> str:
+    """What a loaded file holds, for error messages: a dict's keys, else the type."""
     if isinstance(obj, dict):
         keys = sorted(map(str, obj))
         return f"a dict with keys {keys[:8]}{' ...' if len(keys) > 8 else ''}"

@@ -19,50 +19,17 @@ datapoints of the call (the ``N / B`` is divided out).
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from pyrovi._checks import check_data, check_model_args
+from pyrovi._validation import as_tensors, data_names, integer
 from pyrovi.infer.importance import inspect_model
 from pyrovi.infer.particles import check_vectorize, log_weights, weight_passes
 
 __all__ = ["log_importance_weights", "log_marginal_likelihood", "elbo"]
-
-
-def _as_tensors(data: torch.Tensor | Sequence[torch.Tensor], name: str = "data") -> tuple:
-    if isinstance(data, torch.Tensor):
-        tensors = (data,)
-    else:
-        try:
-            tensors = () if isinstance(data, str | bytes) else tuple(data)
-        except TypeError:  # not iterable (None, a number, ...)
-            tensors = ()
-    if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
-        raise TypeError(f"{name} must be a tensor or a tuple of tensors, got {type(data).__name__}")
-    n = tensors[0].shape[0] if tensors[0].dim() else None
-    if n is None or any(t.dim() == 0 or t.shape[0] != n for t in tensors):
-        raise ValueError(
-            f"{name}: every tensor needs the same leading (datapoint) dimension, got shapes "
-            f"{[tuple(t.shape) for t in tensors]}"
-        )
-    return tensors
-
-
-def data_names(tensors: tuple, name: str = "data") -> list[str]:
-    """Names of the data tensors for messages: ``data``, or ``data[i]`` for a tuple."""
-    return [name] if len(tensors) == 1 else [f"{name}[{i}]" for i in range(len(tensors))]
-
-
-def _positive(name: str, value: Any, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        expected = "a positive integer or None" if allow_none else "a positive integer"
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-    return int(value)
 
 
 def _reduce(parts: list[torch.Tensor], num_samples: int, reduce: str) -> torch.Tensor:
@@ -86,11 +53,11 @@ def _estimate(
     kwargs: dict,
 ) -> torch.Tensor:
     caller = "log_marginal_likelihood" if reduce == "logsumexp" else "elbo"
-    num_samples = _positive("num_samples", num_samples)
-    batch_size = _positive("batch_size", batch_size, allow_none=True)
-    max_samples_per_pass = _positive("max_samples_per_pass", max_samples_per_pass)
+    num_samples = integer("num_samples", num_samples)
+    batch_size = None if batch_size is None else integer("batch_size", batch_size)
+    max_samples_per_pass = integer("max_samples_per_pass", max_samples_per_pass)
     check_vectorize(vectorize)
-    tensors = _as_tensors(data)
+    tensors = as_tensors(data)
     check_data(tensors, data_names(tensors), caller)
     n = tensors[0].shape[0]
     size = min(n, batch_size or 256)
@@ -158,7 +125,7 @@ def log_importance_weights(
         site is inside the plate; else ``(K,)`` joint weights of all latents given all the data.
         Nats.
     """
-    num_samples = _positive("num_samples", num_samples)
+    num_samples = integer("num_samples", num_samples)
     check_vectorize(vectorize)
     caller = "log_importance_weights"
     check_model_args(args, kwargs, caller)

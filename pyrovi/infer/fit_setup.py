@@ -25,15 +25,15 @@ from pyro.infer.elbo import ELBO as _ELBOBase
 from pyro.poutine.messenger import Messenger
 from torch.utils.data import DistributedSampler
 
-from pyrovi._validation import all_finite, boolean, integer_in, positive_float
+from pyrovi._validation import all_finite, as_tensors, boolean, integer_in, positive_float
 from pyrovi._validation import positive_int as _positive_int
 from pyrovi.infer.batches import Batches, Data, Unpacked, apply_transform, batch_size_of
 from pyrovi.infer.distributed import DistributedContext, init_distributed
-from pyrovi.infer.evidence import _as_tensors
 from pyrovi.infer.handlers import DataScaleMessenger, LatentScaleMessenger
 from pyrovi.infer.losses import FastTrace_ELBO
 from pyrovi.infer.optim import default_adam
 from pyrovi.infer.parameters import collect_parameters, module_of
+from pyrovi.infer.particles import fallback_warning
 
 __all__ = [
     "Run",
@@ -127,7 +127,7 @@ def resolve_device(device: Any, fns: tuple[Callable, ...], data: Data) -> torch.
             for t in (*module.parameters(), *module.buffers()):
                 return t.device
     if isinstance(data, torch.Tensor | tuple | list):
-        return _as_tensors(data, "data")[0].device
+        return as_tensors(data, "data")[0].device
     return torch.device("cpu")
 
 
@@ -475,11 +475,11 @@ def first_pass(run: Run) -> poutine.Trace:
             explain_dtype_failure(run, batch, err, "data")
             raise
         n = run.loss.num_particles
-        warnings.warn(
-            f"the model does not run under fit's vectorized particle plate ({type(err).__name__}: "
-            f"{str(err).splitlines()[0]}); drawing the {n} particles one at a time (pass "
-            f"loss=FastTrace_ELBO(num_particles={n}) to skip this attempt)",
-            stacklevel=4,
+        fallback_warning(
+            "fit",
+            n,
+            err,
+            f"Pass loss=FastTrace_ELBO(num_particles={n}) to skip the vectorized attempt.",
         )
     run.loss = FastTrace_ELBO(num_particles=n, vectorize_particles=False)
     try:

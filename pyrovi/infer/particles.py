@@ -33,6 +33,7 @@ from pyrovi.infer.importance import (
 __all__ = [
     "Passes",
     "check_vectorize",
+    "fallback_warning",
     "log_weights",
     "pass_sizes",
     "resolve_vectorize",
@@ -95,14 +96,21 @@ def pass_sizes(num_samples: int, per_pass: int) -> list[int]:
     return [min(per_pass, num_samples - s) for s in range(0, num_samples, per_pass)]
 
 
-def _fallback_warning(caller: str, num_samples: int, err: Exception) -> None:
+def fallback_warning(
+    caller: str,
+    num_samples: int,
+    err: Exception,
+    hint: str = "Pass vectorize=False to skip the vectorized attempt.",
+) -> None:
+    """Warn (at the user's call) that ``caller`` draws its particles one at a time because the
+    model failed under the particle plate with ``err``; ``hint`` says how to skip the attempt."""
     reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     if len(reason) > 300:
         reason = reason[:297] + "..."
     warnings.warn(
         f"{caller}: the model and guide could not be evaluated with the particles vectorized in "
         f"an outer plate ({reason}); evaluating the {num_samples} particles one at a time "
-        "instead (slower). Pass vectorize=False to skip the vectorized attempt.",
+        f"instead (slower).{' ' + hint if hint else ''}",
         UserWarning,
         stacklevel=_outside_pyrovi(),
     )
@@ -224,7 +232,7 @@ def run_passes(
         except Exception as err:  # any other failure of the vectorized attempt
             if vectorize:
                 raise
-            _fallback_warning(caller, num_samples, err)
+            fallback_warning(caller, num_samples, err)
     return Passes([consume(run(1, vectorized=False)) for _ in range(num_samples)], False)
 
 

@@ -177,8 +177,11 @@ def _bad_model_files(tmp_path, good):
     files = {
         "truncated": (raw[: len(raw) // 2], r"\(\d+ bytes\) is truncated or corrupt"),
         "empty": (b"", r"is empty \(0 bytes\)"),
-        "text": (b"hello world\n", r"is not a torch.save file \(it starts with b'hell'"),
-        "random": (np.random.default_rng(0).bytes(2000), r"\(2000 bytes\) is not a torch.save"),
+        "text": (b"hello world\n", r"is not a file written by torch.save \(it starts with b'hell'"),
+        "random": (
+            np.random.default_rng(0).bytes(2000),
+            r"\(2000 bytes\) is not a file written by torch.save",
+        ),
     }
     for name, (content, match) in files.items():
         (tmp_path / f"{name}.pt").write_bytes(content)
