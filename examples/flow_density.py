@@ -23,9 +23,27 @@ written.
 
 ::
 
-    python examples/flow_density.py                          # both parts, flows nsf and realnvp
+    python examples/flow_density.py                          # both parts, nsf and realnvp: ~3 min
     python examples/flow_density.py --parts energy --flows iaf,nsf,planar --steps 2000
     python examples/flow_density.py --parts density --flows maf,nsf,realnvp --epochs 100
+
+The density part is stable across seeds: over seeds 0, 1, 2 (each draws its own data) the
+held-out NLL exceeded the true density's by 0.038, 0.032, 0.047 nats (nsf) and 0.174, 0.237,
+0.140 (realnvp) on moons, by 0.158, 0.164, 0.251 (nsf) and 0.919, 0.879, 0.826 (realnvp) on
+rings. With the defaults (500 SVI steps) the energy fits are not converged and depend on the seed.
+Over seeds 0, 1, 2 (``--seed``, ``--threads 1``), KL = log Z − ELBO in nats and the importance
+sampling ESS (share of the 100,000 draws) were:
+
+======  ===================  =================  ===================  ==================
+target  nsf KL               nsf ESS            realnvp KL           realnvp ESS
+======  ===================  =================  ===================  ==================
+U1      0.266, 0.043, 0.041  55%, 93%, 93%      0.250, 0.347, 0.921  3.1%, 13.5%, 0.2%
+U2      0.038, 0.217, 0.076  88%, 63%, 83%      0.187, 0.155, 0.183  43%, 66%, 20%
+U3      0.254, 0.571, 0.762  52%, 0.2%, 6.9%    0.418, 0.292, 0.367  10%, 8.4%, 15%
+U4      0.227, 0.282, 0.274  0.2%, 9.0%, 43%    0.385, 0.375, 0.373  0.4%, 0.4%, 5.8%
+======  ===================  =================  ===================  ==================
+
+A low ESS means q misses part of exp(−U) and the importance estimate of log Z is unreliable.
 
 Writes ``metrics.json``, ``densities.png`` (data, true density and each flow's density) and
 ``energies.png`` (exp(−U) and a histogram of each guide's samples) to ``--out`` (default
@@ -38,37 +56,43 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # OpenMP threads that sleep instead of spinning while they wait. With spinning threads (the
 # default) these small-batch steps slow down 10-30x whenever another process competes for the
 # cores. Read when torch loads its OpenMP runtime, so it has to come before `import torch`.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import pyro  # noqa: E402
-import pyro.distributions as dist  # noqa: E402
-import torch  # noqa: E402
-from pyro.infer import SVI, Trace_ELBO  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+from pyrovi.cli import (  # noqa: E402
+    HelpFormatter,
+    describe,
+    positive_int,
+    print_written,
+)
 
-from pyrovi.cli import positive_int  # noqa: E402
-from pyrovi.data.energies import ENERGIES, WALL_AT, WALL_SCALE, wall  # noqa: E402
-from pyrovi.data.toy2d import TOY_DATASETS  # noqa: E402
-from pyrovi.distributions.flow_layers import FLOW_KINDS  # noqa: E402
-from pyrovi.guides import FlowGuide  # noqa: E402
-from pyrovi.infer import fit  # noqa: E402
-from pyrovi.models import FlowDensity  # noqa: E402
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
-TARGETS = ENERGIES
-DATASETS = TOY_DATASETS
+# Wall time of `python examples/flow_density.py` (the defaults) on 2 CPU cores, shown by --help.
+RUN_TIME = "about 3 min"
+
+# Names of pyrovi.distributions.flow_layers.FLOW_KINDS, pyrovi.data.toy2d.TOY_DATASETS and
+# pyrovi.data.energies.ENERGIES, spelled out so that parsing needs no torch
+# (tests/test_examples_flows.py checks that they agree with the library).
+FLOW_KINDS = ("iaf", "maf", "nsf", "realnvp", "planar", "radial")
+DATASET_NAMES = ("moons", "rings", "8gaussians")
+TARGET_NAMES = ("U1", "U2", "U3", "U4")
 BOX = 6.0  # quadrature and plots on [-BOX, BOX]²
 
 
 def energy_model(energy: Callable) -> Callable:
     """A Pyro model whose joint density over ``z`` is ``exp(−energy(z))``."""
+    import pyro
+    import pyro.distributions as dist
+
     standard = dist.Normal(0.0, 1.0)
 
     def model() -> torch.Tensor:
@@ -82,6 +106,8 @@ def energy_model(energy: Callable) -> Callable:
 
 def grid(lo: float, hi: float, n: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """``(n*n, 2)`` points of an n × n grid (row = z2, column = z1), its axis, and the cell area."""
+    import torch
+
     axis = torch.linspace(lo, hi, n)
     z2, z1 = torch.meshgrid(axis, axis, indexing="ij")
     return torch.stack([z1.reshape(-1), z2.reshape(-1)], -1), axis, float((axis[1] - axis[0]) ** 2)
@@ -113,9 +139,12 @@ def name_list(choices: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(
-        description="2-D normalizing flows: maximum-likelihood densities (FlowDensity) and "
-        "reverse-KL fits of the Rezende & Mohamed energies (FlowGuide).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=describe(
+            "2-D normalizing flows: maximum-likelihood densities (FlowDensity) and\n"
+            "reverse-KL fits of the Rezende & Mohamed energies (FlowGuide).",
+            run_time=RUN_TIME,
+        ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--parts",
@@ -131,19 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("density (maximum likelihood)")
     g.add_argument(
         "--datasets",
-        type=name_list(tuple(DATASETS)),
+        type=name_list(DATASET_NAMES),
         default="moons,rings",
-        help=f"from {tuple(DATASETS)}",
+        help=f"from {DATASET_NAMES}",
     )
     g.add_argument("--n-train", type=positive_int, default=5000, help="training samples")
     g.add_argument("--n-test", type=positive_int, default=5000, help="held-out samples")
     g.add_argument("--epochs", type=positive_int, default=30, help="epochs of maximum likelihood")
-    g.add_argument("--batch-size", type=positive_int, default=256)
+    g.add_argument("--batch-size", type=positive_int, default=256, help="minibatch size")
     g.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (both parts)")
     e = p.add_argument_group("energy (reverse KL)")
     e.add_argument(
         "--targets",
-        type=name_list(tuple(TARGETS)),
+        type=name_list(TARGET_NAMES),
         default="U1,U2,U3,U4",
         help="Rezende & Mohamed energies",
     )
@@ -158,9 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--no-wall", action="store_true", help="no wall at |z1| = 4 (log Z infinite for U2–U4)"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=positive_int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--out", default="outputs/flow_density", help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="random seed (data, initialization, SVI)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=min(2, os.cpu_count() or 1),
+        help="CPU threads for torch (default: 2, or fewer CPUs if the machine has fewer)",
+    )
+    p.add_argument(
+        "--out", default="outputs/flow_density", help="output folder (created if missing)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
 
@@ -170,11 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_density(args: argparse.Namespace, show: bool) -> tuple[dict, dict]:
     """Maximum likelihood on each toy data set with each flow. Returns (metrics, plot data)."""
+    import pyro
+    import torch
+
+    from pyrovi.data.toy2d import TOY_DATASETS
+    from pyrovi.infer import fit
+    from pyrovi.models import FlowDensity
+
     metrics: dict[str, dict] = {}
     plots: dict[str, dict] = {}
     points, axis, _ = grid(-4.0, 4.0, 160)
     for d_index, name in enumerate(args.datasets):
-        sampler, true_log_prob = DATASETS[name]
+        sampler, true_log_prob = TOY_DATASETS[name]
         gen = torch.Generator().manual_seed(args.seed * 1000 + d_index)
         x_train = sampler(args.n_train, gen)
         x_test = sampler(args.n_test, gen)
@@ -222,6 +265,18 @@ def run_density(args: argparse.Namespace, show: bool) -> tuple[dict, dict]:
     return metrics, {"axis": axis, "heat": plots}
 
 
+def label_outer(axes, xlabel: str, ylabel: str, ticks: tuple[float, ...]) -> None:
+    """Ticks and axis labels on the bottom row and the left column of a grid of panels only."""
+    for r, row in enumerate(axes):
+        for c, ax in enumerate(row):
+            ax.set_xticks(ticks if r == len(axes) - 1 else [])
+            ax.set_yticks(ticks if c == 0 else [])
+            if r == len(axes) - 1:
+                ax.set_xlabel(xlabel)
+            if c == 0:
+                ax.set_ylabel(ylabel)
+
+
 def plot_densities(plot: dict, metrics: dict, flows: tuple[str, ...], path: Path):
     """Rows: data sets; columns: training data, true density, each flow's density."""
     from matplotlib.figure import Figure
@@ -256,9 +311,7 @@ def plot_densities(plot: dict, metrics: dict, flows: tuple[str, ...], path: Path
                 interpolation="nearest",
             )
             ax.set_title(title, fontsize=9)
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+    label_outer(axes, "x₁", "x₂", (-4, 0, 4))
     fig.suptitle("Maximum-likelihood flows (FlowDensity): density on a grid, held-out NLL in nats")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -270,11 +323,19 @@ def plot_densities(plot: dict, metrics: dict, flows: tuple[str, ...], path: Path
 
 def run_energy(args: argparse.Namespace, show: bool) -> tuple[dict, dict]:
     """Reverse-KL fits of each energy with each flow guide. Returns (metrics, plot data)."""
+    import pyro
+    import torch
+    from pyro.infer import SVI, Trace_ELBO
+
+    from pyrovi._progress import progress_bar
+    from pyrovi.data.energies import ENERGIES, wall
+    from pyrovi.guides import FlowGuide
+
     metrics: dict[str, dict] = {}
     plots: dict[str, dict] = {}
     points, axis, cell = grid(-BOX, BOX, 601)
     for t_name in args.targets:
-        raw = TARGETS[t_name]
+        raw = ENERGIES[t_name]
 
         def energy(z: torch.Tensor, raw: Callable = raw) -> torch.Tensor:
             return raw(z) if args.no_wall else raw(z) + wall(z)
@@ -285,7 +346,7 @@ def run_energy(args: argparse.Namespace, show: bool) -> tuple[dict, dict]:
         log_z_grid = (torch.logsumexp(log_density.double(), 0) + math.log(cell)).item()
         entry: dict = {"log_z_grid": log_z_grid, "log_z_grid_box": [-BOX, BOX]}
         heat = {"true": log_density.exp().reshape(len(axis), -1)[::3, ::3]}
-        print(f"[{t_name}] log Z by quadrature on [-{BOX:g}, {BOX:g}]²: {log_z_grid:.4f}")
+        print(f"[{t_name}] log Z by quadrature on [-{BOX:g}, {BOX:g}]²: {log_z_grid:.3f}")
         model = energy_model(energy)
         for kind in args.flows:
             pyro.clear_param_store()
@@ -299,8 +360,10 @@ def run_energy(args: argparse.Namespace, show: bool) -> tuple[dict, dict]:
             svi = SVI(model, guide, pyro.optim.Adam({"lr": args.lr}), loss)
             history = []
             t0 = time.perf_counter()
-            for _ in tqdm(range(args.steps), desc=f"{t_name} {kind}", disable=not show):
-                history.append(-svi.step())
+            with progress_bar(args.steps, desc=f"{t_name} {kind}", progress=show) as bar:
+                for _ in range(args.steps):
+                    history.append(-svi.step())
+                    bar.update()
             train_s = time.perf_counter() - t0
             with torch.no_grad():
                 gen_state = torch.get_rng_state()
@@ -324,8 +387,8 @@ def run_energy(args: argparse.Namespace, show: bool) -> tuple[dict, dict]:
             }
             heat[kind] = z.numpy()
             print(
-                f"[{t_name}] {kind:8s} ELBO {final_elbo:.4f}, log Z (IS) {log_z_is:.4f} "
-                f"(ESS {100 * ess:.1f}%), KL = log Z − ELBO {log_z_grid - final_elbo:.4f} "
+                f"[{t_name}] {kind:8s} ELBO {final_elbo:.3f}, log Z (IS) {log_z_is:.3f} "
+                f"(ESS {100 * ess:.1f}%), KL = log Z − ELBO {log_z_grid - final_elbo:.3f} "
                 f"(grid log Z), {train_s:.1f} s"
             )
         metrics[t_name] = entry
@@ -335,6 +398,7 @@ def run_energy(args: argparse.Namespace, show: bool) -> tuple[dict, dict]:
 
 def plot_energies(plot: dict, metrics: dict, flows: tuple[str, ...], path: Path):
     """Rows: targets; columns: exp(−U) on a grid, 2-D histogram of each guide's samples."""
+    import numpy as np
     from matplotlib.figure import Figure
 
     axis = plot["axis"].numpy()
@@ -344,7 +408,7 @@ def plot_energies(plot: dict, metrics: dict, flows: tuple[str, ...], path: Path)
     cols = 1 + len(flows)
     fig = Figure(figsize=(2.6 * cols, 2.7 * len(names)))
     axes = fig.subplots(len(names), cols, squeeze=False)
-    bins = torch.linspace(-lim, lim, 101).numpy()
+    bins = np.linspace(-lim, lim, 101)
     for r, name in enumerate(names):
         heat = plot["heat"][name]
         ax = axes[r][0]
@@ -360,8 +424,7 @@ def plot_energies(plot: dict, metrics: dict, flows: tuple[str, ...], path: Path)
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
+    label_outer(axes, "z₁", "z₂", (-4, 0, 4))
     fig.suptitle("Reverse KL with FlowGuide: target density and guide samples")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -377,10 +440,15 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if not args.lr > 0:
         parser.error("--lr must be positive")
+
+    import torch  # after parsing: --help and usage errors come back at once
+
+    from pyrovi.data.energies import WALL_AT, WALL_SCALE
+
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    show = not args.no_progress and sys.stderr.isatty()
+    show = not args.no_progress  # bars only when stderr is a terminal (pyrovi._progress)
     metrics: dict = {
         "flows": list(args.flows),
         "num_layers": args.num_layers,
@@ -414,7 +482,8 @@ def main(argv: list[str] | None = None) -> dict:
     metrics["seconds"] = time.perf_counter() - t_start
     with open(out / "metrics.json", "w") as f:
         json.dump(metrics, f, indent=2)
-    print(f"wrote {', '.join(written)} to {out} ({metrics['seconds']:.0f} s)")
+    print(f"took {metrics['seconds']:.0f} s")
+    print_written(out, written)
     return metrics
 
 

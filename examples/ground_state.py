@@ -18,7 +18,7 @@ training step and, for 2-D systems, the learned drift of particle 1 with the oth
 
 ::
 
-    python examples/ground_state.py --system harmonic             # seconds
+    python examples/ground_state.py --system harmonic   # about 25 s on 2 CPU cores (RUN_TIME)
     python examples/ground_state.py --system bosons --g 3 --minutes 5
     python examples/ground_state.py --system helium --minutes 10 --walkers 512
 
@@ -35,15 +35,22 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before `import torch`: sleeping threads
 
-import pyro  # noqa: E402
-import torch  # noqa: E402
+from pyrovi.cli import HelpFormatter, describe, positive_int, print_written  # noqa: E402
 
-from pyrovi.cli import positive_int  # noqa: E402
-from pyrovi.models import GroundState, hamiltonians, train_ground_state  # noqa: E402
-from pyrovi.nn import drift_for  # noqa: E402
+if TYPE_CHECKING:  # pragma: no cover
+    from pyrovi.models import hamiltonians
+
+# Wall time of `python examples/ground_state.py` (the defaults: the 1-D harmonic oscillator) on 2
+# CPU cores, shown by --help.
+RUN_TIME = "about 25 s"
+
+#: The systems of ``pyrovi.models.hamiltonians.SYSTEMS`` (named here so that ``--help`` needs no
+#: torch; a test checks the two agree).
+SYSTEMS = ("bosons", "h2", "harmonic", "helium", "hydrogen")
 
 
 def positive_float(text: str) -> float:
@@ -60,49 +67,98 @@ def positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
     p = argparse.ArgumentParser(
-        description="Learn a quantum ground state with a neural drift (Feynman–Kac + Trace_ELBO).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=describe(
+            "Learn a quantum ground state with a neural drift (Feynman-Kac + Trace_ELBO) and\n"
+            "estimate its energy, extrapolated in the time step.",
+            run_time=RUN_TIME,
+        ),
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--system", choices=sorted(hamiltonians.SYSTEMS), default="harmonic")
-    p.add_argument("--num-particles", type=positive_int, default=None, help="harmonic, bosons")
+    p.add_argument("--system", choices=SYSTEMS, default="harmonic", help="the Hamiltonian")
+    p.add_argument(
+        "--num-particles",
+        type=positive_int,
+        default=None,
+        help="harmonic, bosons: number of particles (default: 1 for harmonic, 2 for bosons)",
+    )
     p.add_argument("--dim", type=positive_int, default=1, help="harmonic: spatial dimension")
     p.add_argument("--omega", type=positive_float, default=1.0, help="harmonic: frequency")
     p.add_argument("--g", type=float, default=3.0, help="bosons: interaction strength")
     p.add_argument("--s", type=positive_float, default=0.5, help="bosons: interaction range")
     p.add_argument("--bond-length", type=positive_float, default=1.401, help="h2: R (bohr)")
-    p.add_argument("--drift", choices=["auto", "resnet", "equivariant"], default="resnet")
-    p.add_argument("--width", type=positive_int, default=64)
+    p.add_argument(
+        "--drift",
+        choices=["auto", "resnet", "equivariant"],
+        default="resnet",
+        help="drift network (auto: equivariant for several identical particles, else resnet)",
+    )
+    p.add_argument("--width", type=positive_int, default=64, help="hidden width of the drift")
     p.add_argument("--depth", type=int, default=2, help="residual blocks")
     p.add_argument("--walkers", type=positive_int, default=256, help="walkers while training")
     p.add_argument("--horizon", type=positive_float, default=1.0, help="time T of one path")
     p.add_argument("--dt", type=positive_float, default=0.05, help="Euler–Maruyama step")
     p.add_argument("--steps", type=positive_int, default=300, help="SVI steps (at most)")
-    p.add_argument("--minutes", type=positive_float, default=None, help="training time cap")
-    p.add_argument("--load-drift", default=None, help="start from a saved drift.pt")
+    p.add_argument(
+        "--minutes",
+        type=positive_float,
+        default=None,
+        help="training time cap in minutes (default: no cap, --steps decides)",
+    )
+    p.add_argument(
+        "--load-drift",
+        default=None,
+        help="start from a saved drift.pt (default: none, a freshly initialized drift)",
+    )
     p.add_argument("--no-train", action="store_true", help="only evaluate (with --load-drift)")
-    p.add_argument("--lr", type=positive_float, default=1e-2)
-    p.add_argument("--final-lr", type=positive_float, default=1e-3)
+    p.add_argument("--lr", type=positive_float, default=1e-2, help="initial learning rate")
+    p.add_argument(
+        "--final-lr",
+        type=positive_float,
+        default=1e-3,
+        help="learning rate at the last step (exponential decay)",
+    )
     p.add_argument(
         "--no-boundary-loss",
         action="store_true",
         help="train on plain E[ℓ_T] (no boundary factor in the model)",
     )
-    p.add_argument("--eval-walkers", type=positive_int, default=2000)
-    p.add_argument("--eval-dt", type=positive_float, default=None, help="default --dt")
-    p.add_argument("--eval-horizon", type=positive_float, default=None, help="default --horizon")
+    p.add_argument(
+        "--eval-walkers",
+        type=positive_int,
+        default=2000,
+        help="independent walkers of the energy estimate",
+    )
+    p.add_argument(
+        "--eval-dt",
+        type=positive_float,
+        default=None,
+        help="time step of the estimate (default: --dt; the estimate also runs at half of it)",
+    )
+    p.add_argument(
+        "--eval-horizon",
+        type=positive_float,
+        default=None,
+        help="path length T of the estimate (default: --horizon)",
+    )
     p.add_argument("--eval-paths", type=positive_int, default=20, help="paths per walker")
     p.add_argument("--burn-in", type=int, default=3, help="paths per walker discarded")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    p.add_argument("--threads", type=positive_int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="outputs/ground_state", help="output folder")
-    p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--dtype", choices=["float32", "float64"], default="float64", help="torch default dtype"
+    )
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads for torch")
+    p.add_argument("--seed", type=int, default=0, help="seed of torch and Pyro")
+    p.add_argument(
+        "--out", default="outputs/ground_state", help="output folder (created if missing)"
+    )
+    p.add_argument("--no-plot", action="store_true", help="skip ground_state.png")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
 
 
 def make_hamiltonian(args: argparse.Namespace) -> hamiltonians.Hamiltonian:
     """The system the arguments describe."""
+    from pyrovi.models import hamiltonians
+
     if args.system == "harmonic":
         return hamiltonians.harmonic_oscillator(args.num_particles or 1, args.dim, args.omega)
     if args.system == "bosons":
@@ -115,10 +171,15 @@ def make_hamiltonian(args: argparse.Namespace) -> hamiltonians.Hamiltonian:
 def plot(path: Path, history: dict, ham, drift, exact: float | None, extrapolated: dict) -> None:
     """Energy against step and, in 2-D, a quiver plot of particle 1's drift."""
     import matplotlib
+    import torch
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # Coulomb systems in atomic units (hartree, bohr); trapped particles in units ħ = m = 1
+    coulomb = ham.interaction == "coulomb"
+    energy_unit = "hartree" if coulomb else "units ħ = m = 1"
+    length_unit = "bohr" if coulomb else "units ħ = m = 1"
     quiver = ham.dim == 2
     skip = getattr(drift, "skip", None) if quiver else None
     ncols = 1 + quiver + (skip is not None)
@@ -139,7 +200,7 @@ def plot(path: Path, history: dict, ham, drift, exact: float | None, extrapolate
     hi = float(energy.quantile(0.9))
     ax.set_ylim(lo - 0.05 * abs(hi - lo) - 1e-3, hi + 0.05 * abs(hi - lo) + 1e-3)
     ax.set_xlabel("SVI step")
-    ax.set_ylabel("energy")
+    ax.set_ylabel(f"energy ({energy_unit})")
     ax.set_title(f"{ham.name}: energy during training")
     ax.legend(fontsize=8)
     if quiver:
@@ -161,8 +222,14 @@ def plot(path: Path, history: dict, ham, drift, exact: float | None, extrapolate
         for ax, (title, v) in zip(axes[1:], fields):
             v = v.reshape(len(x), ham.num_particles, 2)[:, 0].double()
             ax.quiver(gx, gy, v[:, 0].reshape(gx.shape), v[:, 1].reshape(gx.shape), angles="xy")
-            ax.scatter(others[:, 0], others[:, 1], c="C3", s=60, zorder=3, label="others")
+            ax.scatter(
+                others[:, 0], others[:, 1], c="C3", s=60, zorder=3, label="other particles (fixed)"
+            )
             ax.set_aspect("equal")
+            ax.set(
+                xlabel=f"x of particle 1 ({length_unit})",
+                ylabel=f"y of particle 1 ({length_unit})",
+            )
             ax.set_title(title, fontsize=10)
             ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
@@ -184,6 +251,14 @@ def main(argv: list[str] | None = None) -> dict:
         n = round(horizon / dt)
         if n < 1 or abs(n * dt - horizon) > 1e-6 * horizon:
             parser.error(f"--{what}dt must divide --{what}horizon into a whole number of steps")
+
+    import pyro
+    import torch
+
+    from pyrovi.models import GroundState, train_ground_state
+    from pyrovi.nn import drift_for
+
+    progress = not args.no_progress
     torch.set_num_threads(args.threads)
     torch.set_default_dtype(getattr(torch, args.dtype))
     pyro.set_rng_seed(args.seed)
@@ -207,23 +282,17 @@ def main(argv: list[str] | None = None) -> dict:
         boundary_loss=not args.no_boundary_loss,
     )
     start = time.perf_counter()
-    report_every = max(1, args.steps // 20)
-
-    def progress(step: int, energy: float) -> None:
-        if not args.no_progress and step % report_every == 0:
-            print(f"step {step:6d}  energy {energy:+.5f}  {time.perf_counter() - start:7.1f}s")
-
     max_seconds = None if args.minutes is None else 60 * args.minutes
     if args.no_train:
         history = {"step": [], "energy": [], "seconds": []}
-    else:
+    else:  # a bar over the steps with the running energy (only when stderr is a terminal)
         history = train_ground_state(
             gs,
             args.steps,
             lr=args.lr,
             final_lr=args.final_lr,
-            callback=progress,
             max_seconds=max_seconds,
+            progress=progress,
         )
     train_s = time.perf_counter() - start
 
@@ -233,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict:
         ham, drift, args.eval_walkers, eval_horizon, eval_dt, walkers=gs.walkers[index]
     )
     t0 = time.perf_counter()
-    out_est = evaluator.extrapolate(args.eval_paths, burn_in=args.burn_in)
+    out_est = evaluator.extrapolate(args.eval_paths, burn_in=args.burn_in, progress=progress)
     eval_s = time.perf_counter() - t0
     coarse, fine, ext = out_est["coarse"], out_est["fine"], out_est["extrapolated"]
     exact = ham.exact_energy
@@ -284,17 +353,27 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
     }
-    ref = f"   (exact {exact:.6f})" if exact is not None else ""
-    print(
-        f"{ham.name}: E(dt={eval_dt:g})   = {coarse.corrected:.6f} ± {coarse.corrected_stderr:.6f}"
-    )
-    print(f"{ham.name}: E(dt={eval_dt / 2:g}) = {fine.corrected:.6f} ± {fine.corrected_stderr:.6f}")
-    print(f"{ham.name}: extrapolated  = {ext['energy']:.6f} ± {ext['stderr']:.6f}{ref}")
-    print(f"train {train_s:.1f}s ({len(history['step'])} steps), eval {eval_s:.1f}s")
+    rows = [
+        (f"E(dt={eval_dt:g})", coarse.corrected, coarse.corrected_stderr, ""),
+        (f"E(dt={eval_dt / 2:g})", fine.corrected, fine.corrected_stderr, ""),
+        (
+            "extrapolated",
+            ext["energy"],
+            ext["stderr"],
+            "" if exact is None else f"   (exact {exact:.6f})",
+        ),
+    ]
+    width = max(len(label) for label, *_ in rows)
+    for label, energy, stderr, note in rows:
+        print(f"{ham.name}: {label:<{width}} = {energy:.6f} ± {stderr:.6f}{note}")
+    print(f"train {train_s:.1f} s ({len(history['step'])} steps), eval {eval_s:.1f} s")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     torch.save(drift.state_dict(), out / "drift.pt")
+    written = ["metrics.json", "drift.pt"]
     if not args.no_plot and history["step"]:
         plot(out / "ground_state.png", history, ham, drift, exact, ext)
+        written.append("ground_state.png")
+    print_written(out, written)
     metrics["history"] = history
     return metrics
 

@@ -1,7 +1,12 @@
 """Train a hierarchical VAE, a VQ-VAE or an RBM on binarized images; report the test NLL.
 
-The families of issue 11, on the same binarized data (dynamic binarization for training, one
-fixed binarization with seed 0 for the test set):
+Three model families beyond the plain VAE, on the same binarized data (dynamic binarization for
+training, one fixed binarization with seed 0 for the test set): a hierarchical VAE with one or
+two stochastic layers (Burda et al. 2015; top-down or bottom-up guide, optional free bits and KL
+warm-up), a VQ-VAE (van den Oord et al. 2017; discrete codes with a fitted categorical prior) and
+a restricted Boltzmann machine (Bernoulli units, trained by contrastive divergence CD-k or
+persistent CD). The run time of the default run (``--family hvae`` on the digits) is
+``RUN_TIME`` below::
 
     python examples/model_families.py --family hvae                       # two layers, top-down
     python examples/model_families.py --family hvae --layers 1            # one-layer baseline
@@ -24,27 +29,30 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # Sleeping OpenMP threads (see examples/vae.py); must precede `import torch`.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import pyro  # noqa: E402
-import torch  # noqa: E402
-
 from pyrovi.cli import (  # noqa: E402
+    HelpFormatter,
     add_data_arguments,
     add_training_arguments,
+    describe,
     finite_or_none,
     int_list,
     load_data_or_exit,
     positive_int,
+    print_written,
     resolve_device,
 )
-from pyrovi.data import DynamicBinarization, binarize_data  # noqa: E402
-from pyrovi.diagnostics import plot_image_rows  # noqa: E402
-from pyrovi.guides import BottomUpGuide, TopDownGuide, VQEncoder  # noqa: E402
-from pyrovi.infer import FreeBitsELBO, elbo, fit, log_marginal_likelihood  # noqa: E402
-from pyrovi.models import RBM, VQVAE, HierarchicalVAE, train_rbm  # noqa: E402
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+# Wall time of `python examples/model_families.py` (the defaults: --family hvae on the digits) on
+# 2 CPU cores, shown by --help.
+RUN_TIME = "about 20 s"
 
 DEFAULT_EPOCHS = {"digits": 100, "fashion-mnist": 20, "mnist": 20}
 
@@ -52,19 +60,29 @@ DEFAULT_EPOCHS = {"digits": 100, "fashion-mnist": 20, "mnist": 20}
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(
-        description="Hierarchical VAE, VQ-VAE and RBM on binarized images: test NLL in nats.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=describe(
+            "Hierarchical VAE, VQ-VAE and RBM on binarized images: test NLL in nats.",
+            run_time=RUN_TIME,
+        ),
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--family", choices=("hvae", "vqvae", "rbm"), default="hvae")
+    p.add_argument(
+        "--family",
+        choices=("hvae", "vqvae", "rbm"),
+        default="hvae",
+        help="hvae: hierarchical VAE; vqvae: VQ-VAE; rbm: restricted Boltzmann machine",
+    )
     add_data_arguments(p)
     add_training_arguments(
-        p, out="", epochs_help=f"training epochs (default per data set: {DEFAULT_EPOCHS})"
+        p,
+        out="outputs/model_families/<family>",
+        epochs_help=f"training epochs (default per data set: {DEFAULT_EPOCHS})",
     )
     p.add_argument(
         "--eval-subset",
         type=positive_int,
         default=None,
-        help="evaluate the test NLL on the first N test images only",
+        help="evaluate the test NLL on the first N test images only (default: all)",
     )
     g = p.add_argument_group("hierarchical VAE")
     g.add_argument("--layers", type=int, choices=(1, 2), default=2, help="stochastic layers")
@@ -72,40 +90,77 @@ def build_parser() -> argparse.ArgumentParser:
         "--z-dims",
         type=int_list,
         default=None,
-        help="latent sizes from the data up (default digits 8,4; images 100,50; 1 layer: first)",
+        help="latent sizes from the data up (default: digits 8,4; images 100,50; 1 layer: the "
+        "first)",
     )
     g.add_argument(
         "--hidden",
         type=int_list,
         default=None,
-        help="hidden widths of the first layer (default digits 128,64; images 200,200)",
+        help="hidden widths of the first layer (default: digits 128,64; images 200,200)",
     )
     g.add_argument(
         "--hidden-top",
         type=int_list,
         default=None,
-        help="hidden widths of the second layer (default digits 32,32; images 100,100)",
+        help="hidden widths of the second layer (default: digits 32,32; images 100,100)",
     )
-    g.add_argument("--guide", choices=("top-down", "bottom-up"), default="top-down")
-    g.add_argument("--activation", choices=("relu", "tanh"), default="relu")
+    g.add_argument(
+        "--guide",
+        choices=("top-down", "bottom-up"),
+        default="top-down",
+        help="inference network: top-down (ladder-style) or bottom-up",
+    )
+    g.add_argument(
+        "--activation", choices=("relu", "tanh"), default="relu", help="hidden activation"
+    )
     g.add_argument(
         "--free-bits", type=float, default=0.0, help="free bits λ per latent dimension; 0 = off"
     )
     g.add_argument("--kl-annealing", type=float, default=0.0, help="KL warm-up epochs; 0 = off")
-    g.add_argument("--iwae-k", type=positive_int, default=1000, help="importance samples K")
-    g.add_argument("--elbo-samples", type=positive_int, default=10)
+    g.add_argument(
+        "--iwae-k", type=positive_int, default=1000, help="importance samples K of the test NLL"
+    )
+    g.add_argument(
+        "--elbo-samples",
+        type=positive_int,
+        default=10,
+        help="Monte Carlo samples per test image for the test ELBO",
+    )
     g = p.add_argument_group("VQ-VAE")
-    g.add_argument("--num-codes", type=positive_int, default=None, help="K (digits 16, else 64)")
-    g.add_argument("--code-dim", type=positive_int, default=None, help="D (digits 4, else 8)")
-    g.add_argument("--num-latents", type=positive_int, default=None, help="M (digits 4, else 16)")
-    g.add_argument("--commitment", type=float, default=0.25)
+    g.add_argument(
+        "--num-codes",
+        type=positive_int,
+        default=None,
+        help="codebook size K (default: 16 for digits, else 64)",
+    )
+    g.add_argument(
+        "--code-dim",
+        type=positive_int,
+        default=None,
+        help="code dimension D (default: 4 for digits, else 8)",
+    )
+    g.add_argument(
+        "--num-latents",
+        type=positive_int,
+        default=None,
+        help="codes per image M (default: 4 for digits, else 16)",
+    )
+    g.add_argument("--commitment", type=float, default=0.25, help="commitment-loss weight")
     g = p.add_argument_group("RBM")
-    g.add_argument("--rbm-hidden", type=positive_int, default=None, help="(digits 64, else 500)")
+    g.add_argument(
+        "--rbm-hidden",
+        type=positive_int,
+        default=None,
+        help="hidden units (default: 64 for digits, else 500)",
+    )
     g.add_argument("--cd-k", type=positive_int, default=1, help="Gibbs steps per update")
     g.add_argument("--persistent", action="store_true", help="persistent CD (PCD)")
-    g.add_argument("--rbm-lr", type=float, default=0.01)
-    g.add_argument("--ais-chains", type=positive_int, default=100)
-    g.add_argument("--ais-betas", type=positive_int, default=10000)
+    g.add_argument("--rbm-lr", type=float, default=0.01, help="RBM learning rate")
+    g.add_argument("--ais-chains", type=positive_int, default=100, help="AIS chains for log Z")
+    g.add_argument(
+        "--ais-betas", type=positive_int, default=10000, help="AIS temperatures for log Z"
+    )
     return p
 
 
@@ -124,6 +179,9 @@ def _defaults(args: argparse.Namespace, small: bool) -> None:
 
 def _active_units(guide, x: torch.Tensor, sites, samples: int = 10) -> dict[str, int]:
     """Latent dimensions whose posterior mean varies across data (variance > 0.01)."""
+    import pyro
+    import torch
+
     with torch.no_grad():
         sums = {s: 0.0 for s in sites}
         for _ in range(samples):
@@ -135,6 +193,12 @@ def _active_units(guide, x: torch.Tensor, sites, samples: int = 10) -> dict[str,
 
 def run_hvae(args, data, x_train, x_test, x_eval, transform, device) -> tuple[dict, torch.Tensor]:
     """Train and evaluate a hierarchical VAE; returns metrics and 64 samples."""
+    import torch
+
+    from pyrovi.guides import BottomUpGuide, TopDownGuide
+    from pyrovi.infer import FreeBitsELBO, elbo, fit, log_marginal_likelihood
+    from pyrovi.models import HierarchicalVAE
+
     z_dims = tuple(args.z_dims[: args.layers])
     if len(z_dims) < args.layers:
         raise SystemExit(f"--z-dims needs {args.layers} sizes, got {args.z_dims}")
@@ -195,6 +259,12 @@ def run_hvae(args, data, x_train, x_test, x_eval, transform, device) -> tuple[di
 
 def run_vqvae(args, data, x_train, x_test, x_eval, transform, device) -> tuple[dict, torch.Tensor]:
     """Train a VQ-VAE, fit its categorical prior, evaluate; returns metrics and 64 samples."""
+    import torch
+
+    from pyrovi.guides import VQEncoder
+    from pyrovi.infer import elbo, fit
+    from pyrovi.models import VQVAE
+
     model = VQVAE(
         data.x_dim,
         num_codes=args.num_codes,
@@ -249,6 +319,10 @@ def run_vqvae(args, data, x_train, x_test, x_eval, transform, device) -> tuple[d
 
 def run_rbm(args, data, x_train, x_test, x_eval, transform, device) -> tuple[dict, torch.Tensor]:
     """Train an RBM by CD-k / PCD-k, estimate log Z by AIS; returns metrics and 64 samples."""
+    import torch
+
+    from pyrovi.models import RBM, train_rbm
+
     rbm = RBM(data.x_dim, args.rbm_hidden).to(device)
     with torch.no_grad():
         rbm.visible_bias.copy_(RBM.base_from_data(x_train))
@@ -262,6 +336,7 @@ def run_rbm(args, data, x_train, x_test, x_eval, transform, device) -> tuple[dic
         persistent=args.persistent,
         seed=args.seed,
         transform=transform,
+        progress=not args.no_progress,
     )
     t_eval = time.perf_counter()
     gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -270,6 +345,7 @@ def run_rbm(args, data, x_train, x_test, x_eval, transform, device) -> tuple[dic
         betas=args.ais_betas,
         base=RBM.base_from_data(x_train),
         generator=gen,
+        progress=not args.no_progress,
     )
     with torch.no_grad():
         ll = rbm.log_prob(x_eval, ais.log_z)
@@ -308,9 +384,16 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--free-bits must be >= 0")
     if args.kl_annealing < 0:
         parser.error("--kl-annealing must be >= 0")
+
+    import pyro
+    import torch
+
+    from pyrovi.data import DynamicBinarization, binarize_data
+    from pyrovi.diagnostics import plot_image_rows
+
     device = resolve_device(parser, args)
     torch.set_num_threads(args.threads)
-    out = Path(args.out or f"outputs/model_families/{args.family}")
+    out = Path(args.out.replace("<family>", args.family))
     out.mkdir(parents=True, exist_ok=True)
 
     data = load_data_or_exit(parser, args)
@@ -356,7 +439,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     with open(out / "metrics.json", "w") as f:
         json.dump(metrics, f, indent=2)
-    print(f"wrote metrics.json, samples.png to {out}")
+    print_written(out, ["metrics.json", "samples.png"])
     return metrics
 
 

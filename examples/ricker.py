@@ -18,13 +18,14 @@ methods are then checked by simulation-based calibration on ``--sbc-tests`` fres
 
 ::
 
-    python examples/ricker.py                       # 10⁴ simulations, ~4 min on 1 busy CPU core
+    python examples/ricker.py                       # 10⁴ simulations; RUN_TIME below
     python examples/ricker.py --num-simulations 100000 --abc-quantile 0.001
     python examples/ricker.py --embedding gru --no-summaries     # a GRU on the raw series
 
 Writes ``metrics.json`` (posterior means, sds, 90% intervals, times, SBC p-values),
-``posterior.png`` (marginals of both methods with the truth) and ``sbc.png`` (rank histograms) to
-``--out`` (default ``outputs/ricker``). ``main(argv)`` returns the metrics as a dict.
+``posterior.png`` (marginals of both methods with the truth), ``sbc.png`` and ``sbc_abc.png``
+(rank histograms of NPE and ABC) to ``--out`` (default ``outputs/ricker``) and says where.
+``main(argv)`` returns the metrics as a dict.
 """
 
 from __future__ import annotations
@@ -32,35 +33,45 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # sleeping (not spinning) OpenMP threads; must be set before torch loads its OpenMP runtime
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import pyro  # noqa: E402
-import torch  # noqa: E402
+from pyrovi.cli import HelpFormatter, describe, positive_int, print_written  # noqa: E402
 
-from pyrovi.cli import positive_int  # noqa: E402
-from pyrovi.infer import NPE, abc_rejection, plot_sbc_ranks, sbc_ranks  # noqa: E402
-from pyrovi.infer.calibration import SBCResult, sbc_uniformity  # noqa: E402
-from pyrovi.models import RICKER_TRUTH, RickerModel, WoodSummary, simulate_ricker_at  # noqa: E402
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from pyrovi.infer.calibration import SBCResult
+
+# Wall time of `python examples/ricker.py` (the defaults) on 2 CPU cores, shown by --help.
+RUN_TIME = "about 2 min"
 
 PARAMS = ("log_r", "sigma", "phi")
 LABELS = {"log_r": "log r", "sigma": "σ", "phi": "φ"}
+FIGURES = ("posterior.png", "sbc.png", "sbc_abc.png")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(
-        description="Ricker model: neural posterior estimation (conditional flow) vs rejection "
-        "ABC at the same simulation budget, with simulation-based calibration.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=describe(
+            "Ricker model: neural posterior estimation (conditional flow) vs rejection ABC at\n"
+            "the same simulation budget, with simulation-based calibration.",
+            run_time=RUN_TIME,
+        ),
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--num-simulations", type=positive_int, default=10_000, help="budget (both)")
+    p.add_argument(
+        "--num-simulations", type=positive_int, default=10_000, help="budget (both methods)"
+    )
     p.add_argument("--abc-quantile", type=float, default=0.01, help="ABC acceptance fraction")
-    p.add_argument("--flow", choices=("maf", "nsf", "realnvp"), default="nsf")
+    p.add_argument(
+        "--flow", choices=("maf", "nsf", "realnvp"), default="nsf", help="conditional flow"
+    )
     p.add_argument("--num-layers", type=positive_int, default=5, help="flow layers")
     p.add_argument("--hidden-features", type=positive_int, default=64, help="flow width")
     p.add_argument(
@@ -72,24 +83,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-summaries", action="store_true", help="feed the raw series (use conv or gru)"
     )
-    p.add_argument("--max-epochs", type=positive_int, default=500)
+    p.add_argument("--max-epochs", type=positive_int, default=500, help="NPE training epochs")
     p.add_argument("--patience", type=positive_int, default=20, help="early-stopping epochs")
-    p.add_argument("--batch-size", type=positive_int, default=200)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--posterior-samples", type=positive_int, default=4000)
+    p.add_argument("--batch-size", type=positive_int, default=200, help="minibatch size")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument(
+        "--posterior-samples",
+        type=positive_int,
+        default=4000,
+        help="NPE draws for the observed series",
+    )
     p.add_argument("--sbc-tests", type=positive_int, default=300, help="SBC simulations")
     p.add_argument("--sbc-samples", type=positive_int, default=99, help="NPE draws per SBC test")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of simulations and training")
     p.add_argument("--obs-seed", type=int, default=1, help="seed of the observed series")
-    p.add_argument("--threads", type=positive_int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="outputs/ricker", help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=min(2, os.cpu_count() or 1),
+        help="CPU threads for torch (default: 2, or fewer CPUs if the machine has fewer)",
+    )
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    p.add_argument("--out", default="outputs/ricker", help="output folder (created if missing)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
 
 
 def summarize(samples: torch.Tensor) -> dict[str, dict[str, float]]:
     """Mean, sd and the 5%/95% quantiles (a 90% central interval) of each parameter."""
+    import torch
+
+    from pyrovi.models import RICKER_TRUTH
+
     out = {}
     q = torch.quantile(samples.double(), torch.tensor([0.05, 0.95], dtype=torch.float64), dim=0)
     for j, name in enumerate(PARAMS):
@@ -103,24 +128,32 @@ def summarize(samples: torch.Tensor) -> dict[str, dict[str, float]]:
     return out
 
 
-def abc_sbc(theta, y, bank_theta, bank_y, summary, quantile) -> SBCResult:
+def abc_sbc(theta, y, bank_theta, bank_y, summary, quantile, progress=True) -> SBCResult:
     """SBC ranks of rejection ABC: for each test series, ABC on the bank of simulations."""
+    import torch
+
+    from pyrovi._progress import progress_bar
+    from pyrovi.infer import abc_rejection
+    from pyrovi.infer.calibration import SBCResult, sbc_uniformity
+
     ranks = []
     with torch.no_grad():
         bank_s = summary(bank_y)
-    for t, y_t in zip(theta, y, strict=True):
-        draws = abc_rejection(
-            None,
-            PARAMS,
-            "y",
-            y_t,
-            theta=bank_theta,
-            y=bank_y,
-            summary=summary,
-            summaries=bank_s,
-            quantile=quantile,
-        ).samples
-        ranks.append((draws < t).sum(0))
+    with progress_bar(len(theta), desc="ABC SBC", progress=progress, unit="test") as bar:
+        for t, y_t in zip(theta, y, strict=True):
+            draws = abc_rejection(
+                None,
+                PARAMS,
+                "y",
+                y_t,
+                theta=bank_theta,
+                y=bank_y,
+                summary=summary,
+                summaries=bank_s,
+                quantile=quantile,
+            ).samples
+            ranks.append((draws < t).sum(0))
+            bar.update(1)
     ranks_t = torch.stack(ranks).cpu()
     num = int(draws.shape[0])
     return SBCResult(ranks_t, num, sbc_uniformity(ranks_t, num))
@@ -132,6 +165,9 @@ def plot_posteriors(npe_samples, abc_samples, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import torch
+
+    from pyrovi.models import RICKER_TRUTH
 
     prior = {"log_r": (3.0, 5.0), "sigma": (0.0, 0.8), "phi": (4.0, 20.0)}
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
@@ -145,6 +181,7 @@ def plot_posteriors(npe_samples, abc_samples, path: Path) -> None:
         ax.set_xlim(lo, hi)
     axes[0].set_ylabel("posterior density")
     axes[0].legend(fontsize=8)
+    fig.suptitle("Ricker model: posterior marginals for the observed series (x range: the prior)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -158,6 +195,13 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--abc-quantile must be in (0, 1], got {args.abc_quantile}")
     if args.no_summaries and args.embedding in ("mlp", "identity"):
         parser.error("--no-summaries needs --embedding conv or gru (a network on the raw series)")
+
+    import pyro
+    import torch
+
+    from pyrovi.infer import NPE, abc_rejection, plot_sbc_ranks, sbc_ranks
+    from pyrovi.models import RICKER_TRUTH, RickerModel, WoodSummary, simulate_ricker_at
+
     try:
         device = torch.device(args.device)
         torch.empty(0, device=device)
@@ -166,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    show = not args.no_progress and sys.stderr.isatty()
+    progress = not args.no_progress  # bars only when stderr is a terminal (pyrovi._progress)
 
     pyro.set_rng_seed(args.seed)
     model = RickerModel().to(device)
@@ -184,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
         device=device,
     )
     t0 = time.perf_counter()
-    theta, y = npe.simulate(args.num_simulations)
+    theta, y = npe.simulate(args.num_simulations, progress=progress)
     sim_s = time.perf_counter() - t0
     print(f"{args.num_simulations} simulations in {sim_s:.2f} s")
 
@@ -195,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
         lr=args.lr,
         max_epochs=args.max_epochs,
         patience=args.patience,
-        progress=show,
+        progress=progress,
         seed=args.seed,
     )
     t0 = time.perf_counter()
@@ -217,20 +261,24 @@ def main(argv: list[str] | None = None) -> dict:
 
     # simulation-based calibration on fresh simulations
     pyro.set_rng_seed(args.seed + 1)
-    t_theta, t_y = npe.simulate(args.sbc_tests)
+    t_theta, t_y = npe.simulate(args.sbc_tests, progress=progress)
     t0 = time.perf_counter()
     npe_sbc = sbc_ranks(
         lambda yy, L: npe.posterior(yy).sample((L,)), t_theta, t_y, args.sbc_samples
     )
     npe_sbc_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    abc_cal = abc_sbc(t_theta, t_y, theta, y, summary, args.abc_quantile)
+    abc_cal = abc_sbc(t_theta, t_y, theta, y, summary, args.abc_quantile, progress)
     abc_sbc_s = time.perf_counter() - t0
     names = [LABELS[p] for p in PARAMS]
-    fig = plot_sbc_ranks(npe_sbc, [f"NPE {n}" for n in names])
-    fig.savefig(out / "sbc.png", dpi=120)
-    fig = plot_sbc_ranks(abc_cal, [f"ABC {n}" for n in names])
-    fig.savefig(out / "sbc_abc.png", dpi=120)
+    for result_sbc, method, name in ((npe_sbc, "NPE", "sbc.png"), (abc_cal, "ABC", "sbc_abc.png")):
+        fig = plot_sbc_ranks(result_sbc, [f"{method} {n}" for n in names])
+        fig.suptitle(
+            f"{method}: SBC ranks of the truth among the posterior draws, {args.sbc_tests} tests"
+        )
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        _close_figure(fig)
     plot_posteriors(npe_samples, abc_samples, out / "posterior.png")
 
     metrics = {
@@ -276,7 +324,15 @@ def main(argv: list[str] | None = None) -> dict:
         p_values = ", ".join(f"{v:.3f}" for v in metrics[method]["sbc_p_values"].values())
         print(f"{method.upper()} SBC p-values: {p_values}")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print_written(out, ["metrics.json", *FIGURES])
     return metrics
+
+
+def _close_figure(fig) -> None:
+    """Free a figure's memory (pyplot keeps every figure it made until closed)."""
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -34,13 +34,13 @@ simulation (mean path, A→B segment durations, the fraction that passes the int
 
 ::
 
-    python examples/transition_paths.py                  # ~5 min on one core (double well)
+    python examples/transition_paths.py       # double well; about 1.5 min on 2 CPU cores (RUN_TIME)
     python examples/transition_paths.py --potential muller-brown --steps 1000 --batch-size 64 \
-        --particles 1 --num-steps 120                      # ~8 min
+        --particles 1 --num-steps 120                      # about 2.5 min
     python examples/transition_paths.py --steps 200 --num-direct 50000   # quick look
 
-Writes ``metrics.json`` and ``transition_paths.png`` to ``--out``. ``main(argv)`` returns the
-metrics.
+Writes ``metrics.json`` and ``transition_paths.png`` to ``--out`` and says where. ``main(argv)``
+returns the metrics.
 """
 
 from __future__ import annotations
@@ -51,85 +51,160 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before importing torch
 
-import numpy as np  # noqa: E402
-import pyro  # noqa: E402
-import pyro.distributions as dist  # noqa: E402
-import torch  # noqa: E402
-from pyro.infer import SVI, Trace_ELBO  # noqa: E402
-from torch import nn  # noqa: E402
+from pyrovi.cli import HelpFormatter, describe, positive_int, print_written  # noqa: E402
 
-from pyrovi.cli import positive_int  # noqa: E402
-from pyrovi.guides import BackwardSDE  # noqa: E402
-from pyrovi.infer.evidence import elbo, log_marginal_likelihood  # noqa: E402
-from pyrovi.models import ForwardSDE  # noqa: E402
-from pyrovi.models.forward_sde import TimeMLP  # noqa: E402
-from pyrovi.models.potentials import DoubleWell, MullerBrown  # noqa: E402
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+    from pyrovi.models.potentials import DoubleWell
+
+# Wall time of `python examples/transition_paths.py` (the defaults: the double well) on 2 CPU
+# cores, shown by --help.
+RUN_TIME = "about 1.5 min"
 
 #: Per-potential defaults of (sigma, t_end, num_steps, boundary).
 DEFAULTS = {"double-well": (0.8, 2.0, 40, 0.8), "muller-brown": (0.7, 3.0, 150, 0.35)}
+
+#: Legend labels of the three ensembles (the keys of metrics.json).
+ENSEMBLE_LABELS = {
+    "inferred": "inferred (backward SDE)",
+    "direct_conditioned": "direct simulation, conditioned on the end",
+    "long_simulation": "long direct simulation",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
     p = argparse.ArgumentParser(
-        description="Learn a backward SDE that infers double-well transition paths.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=describe(
+            "Learn a backward SDE that infers the transition paths behind measured end states\n"
+            "(double well or Müller–Brown), checked against direct simulation.",
+            run_time=RUN_TIME,
+        ),
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--potential", choices=tuple(DEFAULTS), default="double-well")
+    p.add_argument(
+        "--potential", choices=tuple(DEFAULTS), default="double-well", help="energy surface"
+    )
     p.add_argument("--barrier", type=float, default=1.0, help="double well: barrier height h")
     p.add_argument("--mb-scale", type=float, default=0.01, help="Müller–Brown energy scale")
-    p.add_argument("--sigma", type=float, help="diffusion σ (β = 2/σ²) [0.8; MB 0.7]")
-    p.add_argument("--t-end", type=float, help="final time [2; MB 3]")
-    p.add_argument("--num-steps", type=positive_int, help="Euler–Maruyama steps [40; MB 150]")
     p.add_argument(
-        "--boundary", type=float, help="double well: wells z ≤ −a, z ≥ a [0.8]; MB: radius [0.35]"
+        "--sigma",
+        type=float,
+        default=None,
+        help="diffusion σ, β = 2/σ² (default: 0.8; Müller–Brown 0.7)",
+    )
+    p.add_argument(
+        "--t-end", type=float, default=None, help="final time (default: 2; Müller–Brown 3)"
+    )
+    p.add_argument(
+        "--num-steps",
+        type=positive_int,
+        default=None,
+        help="Euler–Maruyama steps to --t-end (default: 40; Müller–Brown 150)",
+    )
+    p.add_argument(
+        "--boundary",
+        type=float,
+        default=None,
+        help="double well: the wells are z ≤ −a and z ≥ a; Müller–Brown: radius of the balls "
+        "around the minima (default: a = 0.8; Müller–Brown 0.35)",
     )
     p.add_argument("--num-direct", type=positive_int, default=400_000, help="brute-force paths")
-    p.add_argument("--num-end-states", type=positive_int, default=512, help="training data")
-    p.add_argument("--num-chains", type=positive_int, default=1000, help="long simulation")
+    p.add_argument(
+        "--num-end-states", type=positive_int, default=512, help="end states to train on"
+    )
+    p.add_argument(
+        "--num-chains", type=positive_int, default=1000, help="chains of the long simulation"
+    )
     p.add_argument("--long-time", type=float, default=400.0, help="length of each chain")
-    p.add_argument("--hidden", type=positive_int, default=64)
+    p.add_argument("--hidden", type=positive_int, default=64, help="width of the drift network")
     p.add_argument("--steps", type=positive_int, default=1500, help="optimizer steps")
-    p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--particles", type=positive_int, default=2)
-    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--batch-size", type=positive_int, default=256, help="end states per step")
+    p.add_argument("--particles", type=positive_int, default=2, help="ELBO particles per end state")
+    p.add_argument("--lr", type=float, default=5e-3, help="initial ClippedAdam learning rate")
     p.add_argument("--num-paths", type=positive_int, default=2000, help="inferred paths")
     p.add_argument("--is-points", type=positive_int, default=512, help="x draws for P(B)")
     p.add_argument("--is-samples", type=positive_int, default=256, help="paths per x for p(x)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=positive_int, default=1)
-    p.add_argument("--out", default="outputs/transition_paths")
-    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of torch and Pyro")
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads for torch")
+    p.add_argument(
+        "--out", default="outputs/transition_paths", help="output folder (created if missing)"
+    )
+    p.add_argument("--no-plot", action="store_true", help="skip transition_paths.png")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
 
 
-class ReversibleDrift(nn.Module):
+def reversible_drift(force, dim: int, hidden: int, t_end: float):
     """``b(s, y) = f(y) + net(t_end − s, y)``: at equilibrium the time reversal of a gradient
     dynamics is the dynamics itself (``b = f``); the net learns the correction."""
+    from torch import nn
 
-    def __init__(self, force: nn.Module, dim: int, hidden: int, t_end: float) -> None:
-        super().__init__()
-        self.force, self.t_end = force, t_end
-        self.net = TimeMLP(dim, hidden, t_end)
+    from pyrovi.models.forward_sde import TimeMLP
 
-    def forward(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        t = self.t_end - s
-        return self.force(t, y) + self.net(t, y)
+    class ReversibleDrift(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.force, self.t_end = force, t_end
+            self.net = TimeMLP(dim, hidden, t_end)
+
+        def forward(self, s, y):  # noqa: D102
+            t = self.t_end - s
+            return self.force(t, y) + self.net(t, y)
+
+    return ReversibleDrift()
 
 
-@torch.no_grad()
-def simulate(force, sigma, z0, dt, num_steps, gen, keep_path=True):
-    """Euler–Maruyama paths ``(num_steps + 1, N, d)`` (or the final state) from ``z0``."""
+def simulate(force, sigma, z0, dt, num_steps, gen, keep_path=True, *, desc=None, progress=True):
+    """Euler–Maruyama paths ``(num_steps + 1, N, d)`` (or the final state) from ``z0``.
+
+    With ``desc``, a bar over the steps (only when stderr is a terminal).
+    """
+    import torch
+
+    from pyrovi._progress import progress_bar
+
     z, path = z0.clone(), [z0.clone()]
     noise_scale = sigma * math.sqrt(dt)
-    for _ in range(num_steps):
-        z = z + force(0.0, z) * dt + noise_scale * torch.randn(z.shape, generator=gen)
-        if keep_path:
-            path.append(z)
+    shown = progress and desc is not None
+    with (
+        torch.no_grad(),
+        progress_bar(num_steps, desc=desc or "", progress=shown, unit="step", leave=False) as bar,
+    ):
+        for _ in range(num_steps):
+            z = z + force(0.0, z) * dt + noise_scale * torch.randn(z.shape, generator=gen)
+            if keep_path:
+                path.append(z)
+            bar.update(1)
     return torch.stack(path) if keep_path else z
+
+
+def train_svi(svi, x_train, n_train: int, args, gen) -> list[float]:
+    """``args.steps`` SVI steps on random minibatches of end states; the loss per end state.
+
+    A bar over the steps shows the mean loss of the last 50 (only when stderr is a terminal).
+    """
+    import torch
+
+    from pyrovi._progress import progress_bar
+
+    history = []
+    bar = progress_bar(args.steps, desc="SVI", progress=not args.no_progress, unit="step")
+    with bar:
+        for step in range(1, args.steps + 1):
+            idx = torch.randint(0, n_train, (min(args.batch_size, n_train),), generator=gen)
+            history.append(svi.step(x_train[idx]) / len(idx))
+            if step % 50 == 0 or step == args.steps:
+                recent = history[-50:]
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4g}", refresh=False)
+            bar.update(1)
+    return history
 
 
 def reactive_segments(paths: np.ndarray, a: float):
@@ -137,6 +212,8 @@ def reactive_segments(paths: np.ndarray, a: float):
 
     Returns the list of durations (in steps) and the concatenated positions strictly inside.
     """
+    import numpy as np
+
     durations, inside = [], []
     for row in paths:
         in_a, in_b = row <= -a, row >= a
@@ -158,6 +235,8 @@ def long_run_statistics(chains: np.ndarray, a: float, dt: float, bins: np.ndarra
     ``chains`` is ``(num_chains, L)``. The committor of a point with ``−a < z < a`` is 1 if the
     chain next reaches ``z ≥ a`` before ``z ≤ −a``.
     """
+    import numpy as np
+
     passages = []
     for row in chains:  # A→B first-passage times between the minima
         at_a = np.flatnonzero(row <= -1.0)
@@ -194,6 +273,8 @@ def long_run_statistics(chains: np.ndarray, a: float, dt: float, bins: np.ndarra
 
 def analytic_1d(potential: DoubleWell, sigma: float, a: float, grid: np.ndarray):
     """Committor, equilibrium density and MFPT of the continuous-time 1-D dynamics."""
+    import numpy as np
+
     beta = 2 / sigma**2
     u = potential.barrier * (grid**2 - 1) ** 2
     w = np.exp(beta * u)
@@ -211,6 +292,13 @@ def analytic_1d(potential: DoubleWell, sigma: float, a: float, grid: np.ndarray)
     return q, pi, float(mfpt)
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec``; "n/a" for None or NaN (nothing to average)."""
+    if value is None or value != value:
+        return "n/a"
+    return format(value, spec)
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the example; ``argv`` defaults to ``sys.argv[1:]``. Returns the metrics."""
     parser = build_parser()
@@ -225,6 +313,17 @@ def main(argv: list[str] | None = None) -> dict:
 
 def run_double_well(args, parser) -> dict:
     """The 1-D double well: paths, committor, MFPT, transition times (module docstring)."""
+    import numpy as np
+    import pyro
+    import pyro.distributions as dist
+    import torch
+    from pyro.infer import SVI, Trace_ELBO
+
+    from pyrovi.guides import BackwardSDE
+    from pyrovi.infer.evidence import elbo, log_marginal_likelihood
+    from pyrovi.models import ForwardSDE
+    from pyrovi.models.potentials import DoubleWell
+
     if not args.sigma > 0:
         parser.error("--sigma must be positive")
     if not args.barrier > 0 or not args.t_end > 0 or not args.lr > 0:
@@ -253,7 +352,10 @@ def run_double_well(args, parser) -> dict:
 
     # ---- direct simulation: brute force, conditioned on ending in the right well
     z0 = -1.0 + init_sd * torch.randn(args.num_direct, 1, generator=gen)
-    direct = simulate(potential, sigma, z0, dt, K, gen)[..., 0].T  # (N, K + 1)
+    direct = simulate(
+        potential, sigma, z0, dt, K, gen, desc="direct paths", progress=not args.no_progress
+    )
+    direct = direct[..., 0].T  # (N, K + 1)
     ended = direct[:, -1] >= a
     p_direct = float(ended.float().mean())
     p_direct_se = math.sqrt(p_direct * (1 - p_direct) / args.num_direct)
@@ -266,15 +368,13 @@ def run_double_well(args, parser) -> dict:
     direct_seconds = time.perf_counter() - t_start
 
     # ---- learn the backward SDE
-    guide = BackwardSDE(model, drift=ReversibleDrift(potential, 1, args.hidden, args.t_end))
+    guide = BackwardSDE(model, drift=reversible_drift(potential, 1, args.hidden, args.t_end))
     optim = pyro.optim.ClippedAdam({"lr": args.lr, "lrd": 0.1 ** (1 / args.steps)})
-    loss = Trace_ELBO(num_particles=args.particles, vectorize_particles=True)
+    # one plate ("data"); stating it spares Pyro's guess and its INFO log line
+    loss = Trace_ELBO(num_particles=args.particles, vectorize_particles=True, max_plate_nesting=1)
     svi = SVI(model, guide, optim, loss)
-    history = []
     t0 = time.perf_counter()
-    for _ in range(args.steps):
-        idx = torch.randint(0, n_train, (min(args.batch_size, n_train),), generator=gen)
-        history.append(svi.step(x_train[idx]) / len(idx))
+    history = train_svi(svi, x_train, n_train, args, gen)
     train_seconds = time.perf_counter() - t0
 
     # ---- inferred paths for held-out end states, and the evidence
@@ -298,7 +398,10 @@ def run_double_well(args, parser) -> dict:
     t0 = time.perf_counter()
     z0 = -1.0 + init_sd * torch.randn(args.num_chains, 1, generator=gen)
     long_steps = int(round(args.long_time / dt))
-    chains = simulate(potential, sigma, z0, dt, long_steps, gen)[..., 0].T.numpy()
+    chains = simulate(
+        potential, sigma, z0, dt, long_steps, gen, desc="long run", progress=not args.no_progress
+    )
+    chains = chains[..., 0].T.numpy()
     bins = np.linspace(-a, a, 17)
     passages, committor, long_durations, long_positions = long_run_statistics(chains, a, dt, bins)
     long_seconds = time.perf_counter() - t0
@@ -386,7 +489,9 @@ def run_double_well(args, parser) -> dict:
             "ms_per_step": 1000 * train_seconds / args.steps,
         },
     }
+    written = ["metrics.json"]
     if not args.no_plot:
+        written.append("transition_paths.png")
         plot(
             out / "transition_paths.png",
             metrics,
@@ -402,11 +507,18 @@ def run_double_well(args, parser) -> dict:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     tt = metrics["transition_time_mean"]
     print(
-        f"P(z(t_end) >= {a}): direct {p_direct:.4f} ± {p_direct_se:.4f}, inferred "
-        f"{p_inferred:.4f} ± {p_inferred_se:.4f}; mean transition time inferred "
-        f"{tt['inferred']}, direct {tt['direct_conditioned']}, long run {tt['long_simulation']}; "
-        f"MFPT long run {metrics['mfpt_direct']:.1f} (formula {mfpt_exact:.1f}); wrote {out}/"
+        f"P(z(t_end) >= {a:g}): direct {p_direct:.4f} ± {p_direct_se:.4f}, "
+        f"inferred {p_inferred:.4f} ± {p_inferred_se:.4f}"
     )
+    print(
+        f"mean transition time: inferred {_fmt(tt['inferred'], '.3f')}, direct conditioned "
+        f"{_fmt(tt['direct_conditioned'], '.3f')}, long run {_fmt(tt['long_simulation'], '.3f')}"
+    )
+    print(
+        f"MFPT from well to well: long direct simulation {_fmt(metrics['mfpt_direct'], '.1f')} "
+        f"({metrics['mfpt_passages']} passages), continuous-time formula {mfpt_exact:.1f}"
+    )
+    print_written(out, written)
     return metrics
 
 
@@ -416,6 +528,7 @@ def plot(path, metrics, inferred, direct, grid, q_exact, pi_exact, durations, po
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     s = metrics["settings"]
     a, dt = s["boundary"], metrics["dt"]
@@ -429,44 +542,77 @@ def plot(path, metrics, inferred, direct, grid, q_exact, pi_exact, durations, po
     ax.plot([], [], color="C1", label="direct simulation, conditioned")
     ax.axhspan(a, 2, color="0.9")
     ax.axhspan(-2, -a, color="0.9")
-    ax.set(xlabel="t", ylabel="z", title="paths ending in the right well", ylim=(-2, 2))
+    ax.set(
+        xlabel="time t (reduced units)",
+        ylabel="position z (reduced units)",
+        title="paths ending in the right well",
+        ylim=(-2, 2),
+    )
     ax.legend(fontsize=8)
     ax = axes[0, 1]
     for ens, color, name in ((inferred, "C0", "inferred"), (direct, "C1", "direct")):
         m, sd = ens.mean(0), ens.std(0)
         ax.plot(times, m, color=color, label=f"{name} mean ± sd")
         ax.fill_between(times, m - sd, m + sd, color=color, alpha=0.2)
-    ax.set(xlabel="t", ylabel="z", title="path ensemble given the end state")
+    ax.set(
+        xlabel="time t (reduced units)",
+        ylabel="position z (reduced units)",
+        title="path ensemble given the end state",
+    )
     ax.legend(fontsize=8)
     ax = axes[0, 2]
     centres = 0.5 * (np.asarray(s_bins := metrics["committor_bins"])[1:] + np.asarray(s_bins)[:-1])
     for key, color in (("inferred", "C0"), ("direct_conditioned", "C1"), ("long_simulation", "k")):
-        ax.plot(centres, metrics["reactive_density"][key], "o-", color=color, ms=3, label=key)
+        label = ENSEMBLE_LABELS[key]
+        ax.plot(centres, metrics["reactive_density"][key], "o-", color=color, ms=3, label=label)
     sel = (grid > -a) & (grid < a)
     m_tpt = pi_exact * q_exact * (1 - q_exact)
     m_tpt = m_tpt[sel] / np.trapezoid(m_tpt[sel], grid[sel])
     ax.plot(grid[sel], m_tpt, "--", color="0.5", label="π q (1 − q), normalized")
-    ax.set(xlabel="z", ylabel="density", title="where reactive segments spend time")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.4)  # room for the legend above the data
+    ax.set(
+        xlabel="position z (reduced units)",
+        ylabel="density (per unit z)",
+        title="where reactive segments spend time",
+    )
     ax.legend(fontsize=8)
     ax = axes[1, 0]
     comm = [np.nan if c is None else c for c in metrics["committor_long_simulation"]]
     ax.plot(centres, comm, "o", color="k", label="long direct simulation")
     ax.plot(grid[sel], q_exact[sel], "-", color="0.5", label="1-D formula (continuous time)")
-    ax.set(xlabel="z", ylabel="q(z)", title="committor P(reach z ≥ a before z ≤ −a)")
+    ax.set(
+        xlabel="position z (reduced units)",
+        ylabel="committor q(z)",
+        title="P(reach z ≥ a before z ≤ −a)",
+    )
     ax.legend(fontsize=8)
     ax = axes[1, 1]
     edges = np.arange(0, inferred.shape[1] + 1) * dt
-    for d, color, name in zip(durations, ("C0", "C1", "k"), ("inferred", "direct", "long run")):
+    keys = ("inferred", "direct_conditioned", "long_simulation")
+    for d, color, key in zip(durations, ("C0", "C1", "k"), keys):
+        name = ENSEMBLE_LABELS[key]
         if len(d):
             ax.hist(d * dt, bins=edges, density=True, histtype="step", color=color, label=name)
-    ax.set(xlabel="duration", ylabel="density", title="reactive-segment durations")
-    ax.legend(fontsize=8)
+    ax.set(
+        xlabel="duration (reduced time units)",
+        ylabel="density (per unit time)",
+        title="reactive-segment durations",
+    )
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.4)  # room for the legend above the data
+    ax.legend(fontsize=8, loc="upper right")
     ax = axes[1, 2]
     vals = [metrics["p_end_in_b_direct"], metrics["p_end_in_b_inferred"]]
     errs = [metrics["p_end_in_b_direct_stderr"], metrics["p_end_in_b_inferred_stderr"]]
     ax.bar([0, 1], vals, yerr=errs, color=["C1", "C0"])
     ax.set_xticks([0, 1], ["direct\n(brute force)", "backward SDE\n(importance sampling)"])
-    ax.set(title=f"P(z(t_end) ≥ {a}); MFPT long run {metrics['mfpt_direct']:.1f}")
+    ax.set(
+        ylabel="probability",
+        title=f"P(z(t_end) ≥ {a:g}); MFPT long run {metrics['mfpt_direct']:.1f}",
+    )
+    fig.suptitle(
+        f"Double well (h = {s['barrier']:g}, σ = {s['sigma']:g}): transition paths inferred from "
+        "their end states vs direct simulation"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -475,6 +621,11 @@ def plot(path, metrics, inferred, direct, grid, q_exact, pi_exact, durations, po
 def _segments_2d(paths: torch.Tensor, a_centre, b_centre, radius: float, dt: float):
     """Durations of (last exit from the A ball → first entry into the B ball) segments, and
     whether each went through the intermediate minimum's ball. ``paths`` is ``(N, L, 2)``."""
+    import numpy as np
+    import torch
+
+    from pyrovi.models.potentials import MullerBrown
+
     in_a = (paths - a_centre).norm(dim=-1) < radius
     in_b = (paths - b_centre).norm(dim=-1) < radius
     in_c = (paths - torch.tensor(MullerBrown.MINIMA[2])).norm(dim=-1) < 0.2
@@ -494,6 +645,19 @@ def _segments_2d(paths: torch.Tensor, a_centre, b_centre, radius: float, dt: flo
 
 def run_muller_brown(args, parser) -> dict:
     """The Müller–Brown surface: paths from minimum A to minimum B, against direct simulation."""
+    import numpy as np
+    import pyro
+    import pyro.distributions as dist
+    import torch
+    from pyro.infer import SVI, Trace_ELBO
+
+    from pyrovi._progress import progress_bar
+    from pyrovi.guides import BackwardSDE
+    from pyrovi.infer.evidence import elbo, log_marginal_likelihood
+    from pyrovi.models import ForwardSDE
+    from pyrovi.models.potentials import MullerBrown
+
+    progress = not args.no_progress
     if not args.sigma > 0 or not args.t_end > 0 or not args.lr > 0 or not args.mb_scale > 0:
         parser.error("--sigma, --t-end, --lr and --mb-scale must be positive")
     torch.set_num_threads(args.threads)
@@ -513,12 +677,14 @@ def run_muller_brown(args, parser) -> dict:
 
     # direct simulation in chunks, keeping the paths that end in the B ball
     kept, total = [], 0
-    while total < args.num_direct:
-        n = min(50_000, args.num_direct - total)
-        z0 = a_centre + init_sd * torch.randn(n, 2, generator=gen)
-        paths = simulate(potential, sigma, z0, dt, K, gen).transpose(0, 1)  # (n, K + 1, 2)
-        kept.append(paths[(paths[:, -1] - b_centre).norm(dim=-1) < radius])
-        total += n
+    with progress_bar(args.num_direct, desc="direct paths", progress=progress, unit="path") as bar:
+        while total < args.num_direct:
+            n = min(50_000, args.num_direct - total)
+            z0 = a_centre + init_sd * torch.randn(n, 2, generator=gen)
+            paths = simulate(potential, sigma, z0, dt, K, gen).transpose(0, 1)  # (n, K + 1, 2)
+            kept.append(paths[(paths[:, -1] - b_centre).norm(dim=-1) < radius])
+            total += n
+            bar.update(n)
     conditioned = torch.cat(kept)
     p_direct = conditioned.shape[0] / total
     p_direct_se = math.sqrt(p_direct * (1 - p_direct) / total)
@@ -529,14 +695,12 @@ def run_muller_brown(args, parser) -> dict:
     held_out = conditioned[n_train:]
     direct_seconds = time.perf_counter() - t_start
 
-    guide = BackwardSDE(model, drift=ReversibleDrift(potential, 2, args.hidden, args.t_end))
+    guide = BackwardSDE(model, drift=reversible_drift(potential, 2, args.hidden, args.t_end))
     optim = pyro.optim.ClippedAdam({"lr": args.lr, "lrd": 0.1 ** (1 / args.steps)})
-    svi = SVI(model, guide, optim, Trace_ELBO(args.particles, vectorize_particles=True))
-    history = []
+    loss = Trace_ELBO(num_particles=args.particles, vectorize_particles=True, max_plate_nesting=1)
+    svi = SVI(model, guide, optim, loss)
     t0 = time.perf_counter()
-    for _ in range(args.steps):
-        idx = torch.randint(0, n_train, (min(args.batch_size, n_train),), generator=gen)
-        history.append(svi.step(x_train[idx]) / len(idx))
+    history = train_svi(svi, x_train, n_train, args, gen)
     train_seconds = time.perf_counter() - t0
 
     guide.eval()
@@ -561,15 +725,19 @@ def run_muller_brown(args, parser) -> dict:
     start = torch.zeros(args.num_chains)
     from_a = torch.ones(args.num_chains, dtype=torch.bool)
     passages = []
-    for k in range(1, int(round(args.long_time / dt)) + 1):
-        z = z + potential(0.0, z) * dt + sigma * math.sqrt(dt) * torch.randn(z.shape, generator=gen)
-        at_a = (z - a_centre).norm(dim=-1) < radius
-        at_b = (z - b_centre).norm(dim=-1) < radius
-        arrived = from_a & at_b
-        passages.extend(((k - start[arrived]) * dt).tolist())
-        from_a &= ~at_b
-        newly = at_a & ~from_a
-        start[newly], from_a[newly] = float(k), True
+    long_steps = int(round(args.long_time / dt))
+    with progress_bar(long_steps, desc="long run", progress=progress, unit="step") as bar:
+        for k in range(1, long_steps + 1):
+            noise = sigma * math.sqrt(dt) * torch.randn(z.shape, generator=gen)
+            z = z + potential(0.0, z) * dt + noise
+            at_a = (z - a_centre).norm(dim=-1) < radius
+            at_b = (z - b_centre).norm(dim=-1) < radius
+            arrived = from_a & at_b
+            passages.extend(((k - start[arrived]) * dt).tolist())
+            from_a &= ~at_b
+            newly = at_a & ~from_a
+            start[newly], from_a[newly] = float(k), True
+            bar.update(1)
     long_seconds = time.perf_counter() - t0
     passages = np.asarray(passages)
 
@@ -633,7 +801,9 @@ def run_muller_brown(args, parser) -> dict:
             "ms_per_step": 1000 * train_seconds / args.steps,
         },
     }
+    written = ["metrics.json"]
     if not args.no_plot:
+        written.append("transition_paths.png")
         plot_2d(
             out / "transition_paths.png",
             metrics,
@@ -644,13 +814,21 @@ def run_muller_brown(args, parser) -> dict:
         )
     metrics["seconds"]["total"] = time.perf_counter() - t_start
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    tt, via = metrics["transition_time_mean"], metrics["fraction_via_intermediate_minimum"]
     print(
-        f"Müller–Brown: P(end in B) direct {p_direct:.4f} ± {p_direct_se:.4f}, inferred "
-        f"{p_inferred:.4f} ± {p_inferred_se:.4f}; "
-        f"transition time {metrics['transition_time_mean']}; "
-        f"via intermediate {metrics['fraction_via_intermediate_minimum']}; MFPT long run "
-        f"{metrics['mfpt_direct']:.1f}; wrote {out}/"
+        f"Müller–Brown: P(end in B) direct {p_direct:.4f} ± {p_direct_se:.4f}, "
+        f"inferred {p_inferred:.4f} ± {p_inferred_se:.4f}"
     )
+    for key in ("inferred", "direct_conditioned"):
+        print(
+            f"{ENSEMBLE_LABELS[key]}: mean A→B time {_fmt(tt[key], '.3f')}, "
+            f"via the intermediate minimum {_fmt(via[key], '.1%')}"
+        )
+    print(
+        f"MFPT A→B: long direct simulation {_fmt(metrics['mfpt_direct'], '.2f')} "
+        f"({metrics['mfpt_passages']} passages)"
+    )
+    print_written(out, written)
     return metrics
 
 
@@ -660,6 +838,8 @@ def plot_2d(path, metrics, inferred, direct, potential, durations):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
 
     gx, gy = torch.meshgrid(
         torch.linspace(-1.5, 1.2, 200), torch.linspace(-0.3, 2.0, 200), indexing="xy"
@@ -673,27 +853,36 @@ def plot_2d(path, metrics, inferred, direct, potential, durations):
         ax.contour(gx, gy, energy, levels=25, colors="0.6", linewidths=0.5)
         for i in range(min(20, len(ens))):
             ax.plot(ens[i, :, 0], ens[i, :, 1], color=color, lw=0.6, alpha=0.8)
-        ax.set(title=name, xlabel="x", ylabel="y")
+        ax.set(title=name, xlabel="x (reduced units)", ylabel="y (reduced units)")
     ax = axes[2]
     ax.contour(gx, gy, energy, levels=25, colors="0.6", linewidths=0.5)
     for ens, color, name in ((inferred, "C0", "inferred"), (direct, "C1", "direct")):
         m = ens.mean(0)
         ax.plot(m[:, 0], m[:, 1], color=color, lw=2, label=f"{name} mean path")
     ax.legend(fontsize=8)
-    ax.set(title="mean path given the end state")
+    ax.set(
+        title="mean path given the end state",
+        xlabel="x (reduced units)",
+        ylabel="y (reduced units)",
+    )
     ax = axes[3]
     dt = metrics["dt"]
     edges = np.arange(0, inferred.shape[1] + 1, 3) * dt
-    for d, color, name in zip(durations, ("C0", "C1"), ("inferred", "direct")):
+    keys = ("inferred", "direct_conditioned")
+    for d, color, key in zip(durations, ("C0", "C1"), keys):
+        name = ENSEMBLE_LABELS[key]
         if len(d):
             ax.hist(d, bins=edges, density=True, histtype="step", color=color, label=name)
     p = metrics
     ax.set(
-        xlabel="duration",
+        xlabel="duration (reduced time units)",
+        ylabel="density (per unit time)",
         title=f"A→B segment durations\nP(end in B): direct {p['p_end_in_b_direct']:.4f}, "
         f"inferred {p['p_end_in_b_inferred']:.4f}",
     )
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room for the legend above the data
+    ax.legend(fontsize=8, loc="upper right")
+    fig.suptitle("Müller–Brown: A→B transition paths inferred from their end states")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

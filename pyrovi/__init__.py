@@ -7,33 +7,41 @@ SVI. Subpackages: :mod:`pyrovi.data`, :mod:`pyrovi.nn`, :mod:`pyrovi.models`,
 
 __version__ = "0.1.0"
 
-from pyrovi import (  # noqa: E402
-    compress,
-    data,
-    diagnostics,
-    distributions,
-    guides,
-    infer,
-    models,
-    nn,
+from pyrovi._lazy import lazy_exports
+
+# Subpackages and the names re-exported here load on first use (PEP 562), so that
+# ``import pyrovi.cli`` (the examples' argument parsing) does not pay for torch and Pyro.
+_SUBPACKAGES = (
+    "compress",
+    "data",
+    "diagnostics",
+    "distributions",
+    "guides",
+    "infer",
+    "models",
+    "nn",
 )
-from pyrovi.diagnostics import to_inference_data  # noqa: E402
-from pyrovi.distributions import EulerMaruyama, FeynmanKac, NFlowsDistribution  # noqa: E402
-from pyrovi.guides import (  # noqa: E402
-    AmortizedFlow,
-    AmortizedMultivariateNormal,
-    AmortizedNormal,
-    FlowGuide,
-    PosteriorSDE,
-)
-from pyrovi.infer import (  # noqa: E402
-    FastTrace_ELBO,
-    FitResult,
-    elbo,
-    fit,
-    log_marginal_likelihood,
-)
-from pyrovi.models import VAE, ConditionalVAE, FlowDensity, LatentSDE  # noqa: E402
+_EXPORTS = {name: f"pyrovi.{name}" for name in _SUBPACKAGES} | {
+    "to_inference_data": "pyrovi.diagnostics",
+    "EulerMaruyama": "pyrovi.distributions",
+    "FeynmanKac": "pyrovi.distributions",
+    "NFlowsDistribution": "pyrovi.distributions",
+    "AmortizedFlow": "pyrovi.guides",
+    "AmortizedMultivariateNormal": "pyrovi.guides",
+    "AmortizedNormal": "pyrovi.guides",
+    "FlowGuide": "pyrovi.guides",
+    "PosteriorSDE": "pyrovi.guides",
+    "FastTrace_ELBO": "pyrovi.infer",
+    "FitResult": "pyrovi.infer",
+    "elbo": "pyrovi.infer",
+    "fit": "pyrovi.infer",
+    "log_marginal_likelihood": "pyrovi.infer",
+    "VAE": "pyrovi.models",
+    "ConditionalVAE": "pyrovi.models",
+    "FlowDensity": "pyrovi.models",
+    "LatentSDE": "pyrovi.models",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "__version__",

@@ -1,4 +1,5 @@
-"""Argument checks for models, guides, distributions and estimators (issue 17).
+"""Argument checks for models, guides, distributions and estimators: a clear error that names
+the argument and what was expected.
 
 Every check raises ``ValueError`` (a bad value, including a float or a bool where an integer is
 needed) or ``TypeError`` (not the kind of object at all: a string where a sequence of numbers is

@@ -7,9 +7,11 @@ import pytest
 from pyrovi.cli import (
     add_data_arguments,
     add_training_arguments,
+    add_vae_arguments,
     int_list,
     load_data_or_exit,
     positive_int,
+    resolve_binarize,
     resolve_device,
 )
 
@@ -43,3 +45,21 @@ def test_defaults_and_errors(capsys):
     with pytest.raises(SystemExit):
         resolve_device(p, p.parse_args(["--resume"]))
     assert "--resume needs --checkpoint" in capsys.readouterr().err
+
+
+def test_binarize_follows_the_likelihood_and_refuses_grey_bernoulli(capsys):
+    p = argparse.ArgumentParser()
+    add_vae_arguments(p)
+    assert resolve_binarize(p, p.parse_args([])) == "dynamic"
+    assert resolve_binarize(p, p.parse_args(["--likelihood", "gaussian"])) == "none"
+    assert resolve_binarize(p, p.parse_args(["--binarize", "static"])) == "static"
+    with pytest.raises(SystemExit):
+        resolve_binarize(p, p.parse_args(["--binarize", "none"]))
+    assert "--binarize none needs --likelihood gaussian" in capsys.readouterr().err
+
+
+def test_device_auto_resolves_to_this_machine():
+    p = _parser()
+    args = p.parse_args([])
+    assert args.device == "auto"
+    assert resolve_device(p, args).type == args.device

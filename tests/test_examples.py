@@ -47,6 +47,12 @@ def check_metrics(out: Path, metrics: dict, figures: tuple[str, ...]) -> None:
     assert -metrics["test_nll_iwae"] > metrics["test_elbo"] - 1.0
 
 
+def check_wrote(capsys, out: Path, names: str) -> None:
+    """The run ended by saying which files it wrote, and to which (absolute) folder."""
+    printed = capsys.readouterr().out
+    assert printed.rstrip().splitlines()[-1] == f"wrote {names} to {out.resolve()}"
+
+
 @pytest.mark.parametrize(
     "extra",
     [
@@ -57,10 +63,11 @@ def check_metrics(out: Path, metrics: dict, figures: tuple[str, ...]) -> None:
     ],
     ids=["normal-bernoulli", "mvn-bernoulli-static-2d", "normal-gaussian", "mvn-gaussian"],
 )
-def test_vae_example(tmp_path, extra):
+def test_vae_example(tmp_path, extra, capsys):
     vae = load_example("vae")
     metrics = vae.main([*FAST, "--out", str(tmp_path), *extra])
     check_metrics(tmp_path, metrics, ("reconstructions.png", "samples.png", "latent.png"))
+    check_wrote(capsys, tmp_path, "metrics.json, reconstructions.png, samples.png, latent.png")
     assert metrics["dataset"] == "digits"
     assert metrics["guide"] == extra[1] and metrics["likelihood"] == extra[3]
     expected = "static" if "static" in extra else "dynamic" if "bernoulli" in extra else "none"
@@ -104,10 +111,11 @@ def test_vae_example_checkpoint(tmp_path):
     ],
     ids=["label", "quadrant", "quadrant-mvn-gaussian"],
 )
-def test_cvae_example(tmp_path, extra):
+def test_cvae_example(tmp_path, extra, capsys):
     cvae = load_example("cvae")
     metrics = cvae.main([*FAST, "--out", str(tmp_path), *extra])
     check_metrics(tmp_path, metrics, ("samples.png",))
+    check_wrote(capsys, tmp_path, "metrics.json, samples.png")
     if extra[1] == "label":
         assert (metrics["x_dim"], metrics["c_dim"]) == (64, 10)
     else:  # 8x8 digits: a 4x4 quadrant given the other 48 pixels

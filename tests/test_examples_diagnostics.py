@@ -74,6 +74,9 @@ def test_diagnostics_example(tmp_path, capsys):
     printed = capsys.readouterr().out
     for text in ("elpd_loo", "Pareto k-hat", "approximation gap", "active units", "mean"):
         assert text in printed, text
+    assert printed.rstrip().splitlines()[-1] == (
+        f"wrote {', '.join(FILES[1:3] + FILES[:1] + FILES[3:])} to {tmp_path.resolve()}"
+    )
     saved = json.loads((tmp_path / "metrics.json").read_text())
     for guide in ("AutoNormal", "AutoMultivariateNormal"):
         assert math.isfinite(saved["regression"][guide]["khat"])

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
 from tests.example_loader import exit_code, load_example
 
 
-def test_diffusion_2d_example(tmp_path):
+def test_diffusion_2d_example(tmp_path, capsys):
     argv = ["--steps", "30", "--T", "10", "--hidden", "16", "--n-train", "256"]
     argv += ["--n-test", "128", "--dataset", "8gaussians", "--out", str(tmp_path)]
     metrics = load_example("diffusion_2d").main(argv)
@@ -19,6 +20,16 @@ def test_diffusion_2d_example(tmp_path):
     assert math.isfinite(metrics["test_nll_bound"]) and math.isfinite(metrics["true_nll"])
     assert metrics["test_bits_per_dim"] == metrics["test_nll_bound"] / (2 * math.log(2))
     assert (tmp_path / "diffusion_2d.png").stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert f"wrote metrics.json, diffusion_2d.png to {tmp_path.resolve()}\n" in out
+    assert not re.search(r"\d\.\d{7,}", out), out  # no float noise in what it prints
+
+
+def test_diffusion_2d_dataset_names_match_the_library():
+    """``--dataset`` choices are named in the script (no torch for --help); they must agree."""
+    from pyrovi.data.toy2d import TOY_DATASETS
+
+    assert load_example("diffusion_2d").TOY_DATASET_NAMES == tuple(TOY_DATASETS)
 
 
 def test_diffusion_2d_rejects_bad_arguments(capsys):
@@ -27,7 +38,7 @@ def test_diffusion_2d_rejects_bad_arguments(capsys):
     assert exit_code("diffusion_2d", ["--help"]) == 0
 
 
-def test_transition_paths_example(tmp_path):
+def test_transition_paths_example(tmp_path, capsys):
     argv = ["--steps", "20", "--num-steps", "20", "--hidden", "16", "--num-end-states", "64"]
     argv += ["--num-direct", "20000", "--long-time", "200", "--num-paths", "64"]
     argv += ["--is-samples", "16", "--is-points", "32", "--out", str(tmp_path)]
@@ -37,6 +48,14 @@ def test_transition_paths_example(tmp_path):
     for key in ("p_end_in_b_direct", "p_end_in_b_inferred", "mfpt_direct"):
         assert math.isfinite(metrics[key]) or key == "mfpt_direct"
     assert (tmp_path / "transition_paths.png").stat().st_size > 1000
+    captured = capsys.readouterr()
+    assert f"wrote metrics.json, transition_paths.png to {tmp_path.resolve()}\n" in captured.out
+    assert not re.search(r"\d\.\d{7,}", captured.out), captured.out  # no float noise
+    assert "max_plate_nesting" not in captured.err  # no Pyro INFO line
+    # the legend names every ensemble of metrics.json in words, not by its key
+    labels = load_example("transition_paths").ENSEMBLE_LABELS
+    assert set(labels) == set(saved["reactive_density"])
+    assert all(" " in label for label in labels.values())
 
 
 @pytest.mark.slow

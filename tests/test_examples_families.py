@@ -53,9 +53,11 @@ def _seed():
     ],
     ids=["hvae2-topdown", "hvae1", "hvae2-freebits", "vqvae", "rbm-cd", "rbm-pcd"],
 )
-def test_model_families_example(tmp_path, extra):
+def test_model_families_example(tmp_path, extra, capsys):
     example = load_example("model_families")
     metrics = example.main([*FAST, "--out", str(tmp_path), *extra])
+    out = capsys.readouterr().out
+    assert f"wrote metrics.json, samples.png to {tmp_path.resolve()}\n" in out
     for name in ("metrics.json", "samples.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -84,3 +86,11 @@ def test_bad_option_is_a_usage_error(tmp_path, capsys):
     argv = ["--free-bits", "-1", "--out", str(tmp_path), "--no-progress"]
     assert exit_code("model_families", argv) == 2
     assert "--free-bits" in capsys.readouterr().err
+
+
+def test_default_output_folder_is_per_family(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    load_example("model_families").main([*FAST, "--family", "rbm", "--subset", "50"])
+    folder = tmp_path / "outputs" / "model_families" / "rbm"
+    assert (folder / "metrics.json").is_file()
+    assert f"wrote metrics.json, samples.png to {folder.resolve()}\n" in capsys.readouterr().out

@@ -12,6 +12,9 @@ import pytest
 import torch
 
 from pyrovi.data import U2
+from pyrovi.data.energies import ENERGIES
+from pyrovi.data.toy2d import TOY_DATASETS
+from pyrovi.distributions.flow_layers import FLOW_KINDS
 from tests.example_loader import exit_code, load_example
 
 VAE_FAST = [
@@ -85,10 +88,12 @@ def check_files(out: Path, names: tuple[str, ...]) -> dict:
         ),
     ],
 )
-def test_flow_vae_example(tmp_path, flows):
+def test_flow_vae_example(tmp_path, flows, capsys):
     module = load_example("flow_vae")
     metrics = module.main([*VAE_FAST, "--flows", flows, "--out", str(tmp_path)])
     saved = check_files(tmp_path, ("comparison.png", "samples.png"))
+    printed = capsys.readouterr().out.rstrip().splitlines()
+    assert printed[-1] == f"wrote metrics.json, comparison.png, samples.png to {tmp_path.resolve()}"
     guides = ["normal", *flows.split(",")]
     assert list(metrics["guides"]) == guides and list(saved["guides"]) == guides
     assert metrics["dataset"] == "digits" and metrics["n_train"] == 256
@@ -104,6 +109,10 @@ def test_flow_vae_example(tmp_path, flows):
             assert r["nll_minus_normal"] == pytest.approx(
                 r["test_nll_iwae"] - metrics["guides"]["normal"]["test_nll_iwae"]
             )
+            # standard errors of paired per-image differences: positive and finite
+            for key in ("nll_minus_normal_se", "gap_minus_normal_se"):
+                assert 0.0 < r[key] < 10.0, f"{name}: {key} = {r[key]}"
+        assert 0.0 < r["test_nll_se"] < 10.0 and 0.0 < r["iwae_elbo_gap_se"] < 10.0
 
 
 def test_flow_vae_example_without_normal(tmp_path):
@@ -113,12 +122,14 @@ def test_flow_vae_example_without_normal(tmp_path):
     assert "nll_minus_normal" not in metrics["guides"]["realnvp"]
 
 
-def test_flow_density_example(tmp_path):
+def test_flow_density_example(tmp_path, capsys):
     module = load_example("flow_density")
     metrics = module.main(
         [*DENSITY_FAST, "--flows", "realnvp,nsf", "--targets", "U1,U3", "--out", str(tmp_path)]
     )
     saved = check_files(tmp_path, ("densities.png", "energies.png"))
+    printed = capsys.readouterr().out.rstrip().splitlines()
+    assert printed[-1] == f"wrote metrics.json, densities.png, energies.png to {tmp_path.resolve()}"
     assert saved["flows"] == ["realnvp", "nsf"]
     for name in ("moons", "rings"):
         entry = metrics["density"]["datasets"][name]
@@ -154,7 +165,7 @@ def test_toy_densities_are_normalized_and_match_the_samplers():
     module = load_example("flow_density")
     points, _, cell = module.grid(-5.0, 5.0, 120)
     gen = torch.Generator().manual_seed(0)
-    for name, (sampler, log_prob) in module.DATASETS.items():
+    for name, (sampler, log_prob) in TOY_DATASETS.items():
         assert (log_prob(points).exp().sum() * cell).item() == pytest.approx(1.0, abs=1e-3), name
         # the mean log-density of fresh samples is the entropy: larger than under a mismatched
         # density, e.g. the same samples shifted by 0.3
@@ -169,6 +180,15 @@ def test_energy_model_has_joint_exp_minus_u():
     trace = pyro.poutine.trace(model).get_trace()
     z = trace.nodes["z"]["value"]
     assert trace.log_prob_sum().item() == pytest.approx(-U2(z).item(), abs=1e-5)
+
+
+def test_names_spelled_out_in_the_examples_match_the_library():
+    # the examples list these names without importing torch; they must not drift apart
+    assert load_example("flow_vae").FLOW_KINDS == FLOW_KINDS
+    density = load_example("flow_density")
+    assert density.FLOW_KINDS == FLOW_KINDS
+    assert density.DATASET_NAMES == tuple(TOY_DATASETS)
+    assert density.TARGET_NAMES == tuple(ENERGIES)
 
 
 @pytest.mark.parametrize("name", ["flow_vae", "flow_density"])

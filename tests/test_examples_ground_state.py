@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -40,10 +41,14 @@ FAST = [
         ("bosons", ["--g", "3", "--num-particles", "3"]),
     ],
 )
-def test_ground_state_example(system, extra, tmp_path):
+def test_ground_state_example(system, extra, tmp_path, capsys):
     metrics = load_example("ground_state").main(
         [*FAST, "--system", system, *extra, "--out", str(tmp_path)]
     )
+    out = capsys.readouterr().out
+    written = "metrics.json, drift.pt" + ("" if "--no-plot" in extra else ", ground_state.png")
+    assert f"wrote {written} to {tmp_path.resolve()}\n" in out
+    assert not re.search(r"\d\.\d{7,}", out), out  # no float noise in what it prints
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["system"] == system and saved["training"]["steps"] == 3
     for key in ("energy_dt", "energy_dt_half", "extrapolated"):
@@ -60,3 +65,10 @@ def test_ground_state_example_rejects_bad_arguments(capsys):
     assert exit_code("ground_state", ["--system", "lithium"]) == 2
     assert "invalid choice" in capsys.readouterr().err
     assert exit_code("ground_state", ["--help"]) == 0
+
+
+def test_system_names_match_the_library():
+    """``--system`` choices are named in the script (no torch for --help); they must agree."""
+    from pyrovi.models import hamiltonians
+
+    assert load_example("ground_state").SYSTEMS == tuple(sorted(hamiltonians.SYSTEMS))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -32,8 +33,12 @@ FAST = [
 ]
 
 
-def test_ricker_example_writes_metrics_and_figures(tmp_path):
+def test_ricker_example_writes_metrics_and_figures(tmp_path, capsys):
     metrics = load_example("ricker").main([*FAST, "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    names = "metrics.json, posterior.png, sbc.png, sbc_abc.png"
+    assert f"wrote {names} to {tmp_path.resolve()}\n" in out
+    assert not re.search(r"\d\.\d{7,}", out), out  # no float noise in what it prints
     for name in ("metrics.json", "posterior.png", "sbc.png", "sbc_abc.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "metrics.json").read_text())

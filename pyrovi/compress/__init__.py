@@ -16,34 +16,41 @@
 Command line: ``python -m pyrovi.compress --help``.
 """
 
-from pyrovi.compress.bitsback import (
-    LANE_COST_BITS,
-    LANE_SHARE,
-    MAX_DEFAULT_LANES,
-    BitsBackCoder,
-    CompressionStats,
-    decode,
-    default_lanes,
-    encode,
-)
-from pyrovi.compress.buckets import LatentBuckets
-from pyrovi.compress.bundle import load_vae, save_vae, train_vae
-from pyrovi.compress.codecs import (
-    QuantizedCDF,
-    bernoulli,
-    categorical,
-    discretized_gaussian,
-    uniform_frequencies,
-)
-from pyrovi.compress.errors import CorruptStreamError, ModelFileError
-from pyrovi.compress.pixels import (
-    BernoulliPixels,
-    CategoricalPixels,
-    DiscretizedGaussianPixels,
-    PixelLikelihood,
-)
-from pyrovi.compress.rans import MAX_PRECISION, Message, WordStack, clean_words
-from pyrovi.compress.stream import parse_stream, stream_info
+from pyrovi._lazy import lazy_exports
+
+# Loaded on first use (PEP 562), so ``python -m pyrovi.compress --help`` answers at once.
+_EXPORTS = {
+    "LANE_COST_BITS": "pyrovi.compress.bitsback",
+    "LANE_SHARE": "pyrovi.compress.bitsback",
+    "MAX_DEFAULT_LANES": "pyrovi.compress.bitsback",
+    "BitsBackCoder": "pyrovi.compress.bitsback",
+    "CompressionStats": "pyrovi.compress.bitsback",
+    "decode": "pyrovi.compress.bitsback",
+    "default_lanes": "pyrovi.compress.bitsback",
+    "encode": "pyrovi.compress.bitsback",
+    "LatentBuckets": "pyrovi.compress.buckets",
+    "load_vae": "pyrovi.compress.bundle",
+    "save_vae": "pyrovi.compress.bundle",
+    "train_vae": "pyrovi.compress.bundle",
+    "QuantizedCDF": "pyrovi.compress.codecs",
+    "bernoulli": "pyrovi.compress.codecs",
+    "categorical": "pyrovi.compress.codecs",
+    "discretized_gaussian": "pyrovi.compress.codecs",
+    "uniform_frequencies": "pyrovi.compress.codecs",
+    "CorruptStreamError": "pyrovi.compress.errors",
+    "ModelFileError": "pyrovi.compress.errors",
+    "BernoulliPixels": "pyrovi.compress.pixels",
+    "CategoricalPixels": "pyrovi.compress.pixels",
+    "DiscretizedGaussianPixels": "pyrovi.compress.pixels",
+    "PixelLikelihood": "pyrovi.compress.pixels",
+    "MAX_PRECISION": "pyrovi.compress.rans",
+    "Message": "pyrovi.compress.rans",
+    "WordStack": "pyrovi.compress.rans",
+    "clean_words": "pyrovi.compress.rans",
+    "parse_stream": "pyrovi.compress.stream",
+    "stream_info": "pyrovi.compress.stream",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "BitsBackCoder",

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pyrovi._checks import check_bool
+from pyrovi._progress import progress_bar
 from pyrovi.compress.buckets import LatentBuckets
 from pyrovi.compress.codecs import QuantizedCDF
 from pyrovi.compress.errors import CorruptStreamError
@@ -340,18 +342,22 @@ class BitsBackCoder:
             )
         return self.pixels.to_symbols(array)
 
-    def _chain(self, symbols: np.ndarray, lanes: int) -> tuple[Message, np.ndarray]:
+    def _chain(
+        self, symbols: np.ndarray, lanes: int, progress: bool = False
+    ) -> tuple[Message, np.ndarray]:
         """Encode every datapoint in turn: the message and each datapoint's code length."""
         msg = Message(lanes, self.seed, random_lanes=lanes)
         ones = np.ones(self.z_dim, dtype=np.int64)
         lengths = np.empty(symbols.shape[0])
-        for i, s in enumerate(symbols):
-            before = msg.content_bits() - msg.clean_bits
-            index = msg.pop(self.z_dim, self.posterior_precision, self._posterior(s).lookup)
-            starts, freqs = self._likelihood(index).encode_ranges(s)
-            msg.push(starts, freqs, self.likelihood_precision)
-            msg.push(self.buckets.to_prior_symbols(index), ones, self.latent_bits)
-            lengths[i] = msg.content_bits() - msg.clean_bits - before
+        with progress_bar(len(symbols), desc="encode", progress=progress, unit="datapoint") as bar:
+            for i, s in enumerate(symbols):
+                before = msg.content_bits() - msg.clean_bits
+                index = msg.pop(self.z_dim, self.posterior_precision, self._posterior(s).lookup)
+                starts, freqs = self._likelihood(index).encode_ranges(s)
+                msg.push(starts, freqs, self.likelihood_precision)
+                msg.push(self.buckets.to_prior_symbols(index), ones, self.latent_bits)
+                lengths[i] = msg.content_bits() - msg.clean_bits - before
+                bar.update(1)
         return msg, lengths
 
     def _header(self, symbols: np.ndarray, msg: Message) -> StreamHeader:
@@ -372,10 +378,14 @@ class BitsBackCoder:
             stack_words=0,  # set by pack_stream
         )
 
-    def encode(self, data: torch.Tensor | np.ndarray) -> bytes:
+    def encode(self, data: torch.Tensor | np.ndarray, *, progress: bool = True) -> bytes:
         """Compress ``data`` ``(N, x_dim)`` (values on the likelihood's grid) to bytes.
 
         Statistics of the run are left in :attr:`last_stats`.
+
+        Args:
+            data: ``(N, x_dim)`` datapoints.
+            progress: Show a tqdm bar over the datapoints (only when stderr is a terminal).
 
         Raises:
             TypeError: If ``data`` is not numeric (strings, objects, complex numbers).
@@ -383,13 +393,14 @@ class BitsBackCoder:
                 off the likelihood's grid (NaN, non-binary pixels for a Bernoulli model, ...), or
                 the networks return malformed or non-finite outputs.
         """
+        check_bool("progress", progress)
         symbols = self._to_symbols(data)
         t0 = time.perf_counter()
         with _one_thread():
             lanes = self._lanes
             if lanes is None:
                 lanes = default_lanes(self._estimate_bits(symbols), self.x_dim, self.z_dim)
-            msg, lengths = self._chain(symbols, lanes)
+            msg, lengths = self._chain(symbols, lanes, progress)
         out = pack_stream(self._header(symbols, msg), msg.head, msg.stack.words)
         self.lanes = lanes
         total, clean = 8 * len(out), msg.clean_bits
@@ -431,12 +442,16 @@ class BitsBackCoder:
                     "(decode with the same model, guide and settings)"
                 )
 
-    def decode(self, blob: bytes) -> np.ndarray:
+    def decode(self, blob: bytes, *, progress: bool = True) -> np.ndarray:
         """Decompress bytes from :meth:`encode` to the integer symbols ``(N, x_dim)`` (int64).
 
         The stream is checked before anything is allocated (:func:`parse_stream`); decoding then
         stops as soon as the message runs out of words, and memory grows only with the
         datapoints actually decoded.
+
+        Args:
+            blob: The stream.
+            progress: Show a tqdm bar over the datapoints (only when stderr is a terminal).
 
         Raises:
             TypeError: If ``blob`` is not bytes-like.
@@ -446,12 +461,14 @@ class BitsBackCoder:
                 the integrity checks of its decoding (a different model, or networks that are not
                 reproducible bit for bit).
         """
+        check_bool("progress", progress)
         stream = parse_stream(blob)
         h = stream.header
         self._check_settings(h)
         msg = Message.from_arrays(stream.head, stream.words, self.seed, clean_floor=False)
         rows = []
-        with _one_thread():
+        bar = progress_bar(h.num_data, desc="decode", progress=progress, unit="datapoint")
+        with _one_thread(), bar:
             for i in range(h.num_data - 1, -1, -1):
                 try:
                     rows.append(self._decode_one(msg, scrambled=h.version >= 2))
@@ -461,6 +478,7 @@ class BitsBackCoder:
                         f"the stream ran out of words while decoding datapoint {i} (of "
                         f"{h.num_data}, last first)",
                     ) from None
+                bar.update(1)
         symbols = np.stack(rows[::-1])
         self._check_end(msg, h, symbols)
         self.lanes = h.lanes
@@ -491,9 +509,9 @@ class BitsBackCoder:
             return
         raise _integrity_error(h, what)
 
-    def decode_values(self, blob: bytes) -> np.ndarray:
+    def decode_values(self, blob: bytes, *, progress: bool = True) -> np.ndarray:
         """Like :meth:`decode` but returns data values in [0, 1] (float64, ``(N, x_dim)``)."""
-        return self.pixels.from_symbols(self.decode(blob))
+        return self.pixels.from_symbols(self.decode(blob, progress=progress))
 
 
 def _symbols_crc(symbols: np.ndarray) -> int:
@@ -527,6 +545,7 @@ def encode(
     data: torch.Tensor | np.ndarray,
     *,
     return_stats: bool = False,
+    progress: bool = True,
     **options: Any,
 ) -> bytes | tuple[bytes, CompressionStats]:
     """Compress ``data`` ``(N, x_dim)`` losslessly with bits-back coding.
@@ -537,13 +556,14 @@ def encode(
         data: Binary images for a Bernoulli likelihood, values on the ``levels`` grid for a
             Gaussian or categorical one.
         return_stats: Also return the :class:`CompressionStats`.
+        progress: Show a tqdm bar over the datapoints (only when stderr is a terminal).
         **options: Keyword arguments of :class:`BitsBackCoder` (``latent_bits``, ``seed``, ...).
 
     Returns:
         The compressed bytes (and the statistics when ``return_stats``).
     """
     coder = BitsBackCoder(model, guide, **options)
-    blob = coder.encode(data)
+    blob = coder.encode(data, progress=progress)
     return (blob, coder.last_stats) if return_stats else blob
 
 
@@ -556,12 +576,21 @@ _STORED_OPTIONS = (
 )
 
 
-def decode(model: nn.Module, guide: nn.Module, blob: bytes, **options: Any) -> torch.Tensor:
+def decode(
+    model: nn.Module, guide: nn.Module, blob: bytes, *, progress: bool = True, **options: Any
+) -> torch.Tensor:
     """Decompress bytes from :func:`encode` with the same model and guide.
 
     The coder settings stored in the stream (``latent_bits``, precisions, ``lanes``, ``seed``)
     are used unless given in ``options``; a ``likelihood`` other than the model's (e.g.
     :class:`~pyrovi.compress.pixels.CategoricalPixels`) must be passed again.
+
+    Args:
+        model: The trained VAE-like model the stream was encoded with.
+        guide: Its guide.
+        blob: The stream from :func:`encode`.
+        progress: Show a tqdm bar over the datapoints (only when stderr is a terminal).
+        **options: Keyword arguments of :class:`BitsBackCoder` overriding the stored settings.
 
     Returns:
         Tensor ``(N, x_dim)`` of data values in [0, 1], default dtype, on the model's device.
@@ -583,7 +612,7 @@ def decode(model: nn.Module, guide: nn.Module, blob: bytes, **options: Any) -> t
     if info["likelihood"] == "gaussian":
         settings["levels"] = info["levels"]
     coder = BitsBackCoder(model, guide, **{**settings, **options})
-    values = coder.decode_values(blob)
+    values = coder.decode_values(blob, progress=progress)
     param = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
     device = param.device if param is not None else torch.device("cpu")
     return torch.as_tensor(values, dtype=torch.get_default_dtype(), device=device)

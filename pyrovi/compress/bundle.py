@@ -140,7 +140,7 @@ def train_vae(
     batch_size: int = 128,
     lr: float = 1e-3,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool = True,
 ) -> tuple[VAE, AmortizedNormal, Any]:
     """Train an MLP VAE with :func:`pyrovi.infer.fit` (Bernoulli: dynamic binarization).
 
@@ -154,7 +154,8 @@ def train_vae(
         batch_size: Minibatch size.
         lr: Adam learning rate.
         seed: Seed of initialization, minibatches and binarization.
-        progress: Show fit's progress bar.
+        progress: Show fit's progress bars over epochs and steps (only when stderr is a
+            terminal).
 
     Returns:
         ``(model, guide, fit_result)`` with model and guide in eval mode.

@@ -72,12 +72,16 @@ class DynamicBinarization:
     """Transform that draws a fresh Bernoulli sample of its input on every call.
 
     Apply it to each batch when it is drawn, so the model sees a new binary
-    version of the data every epoch.
+    version of the data every epoch (``fit(..., transform=DynamicBinarization())``).
+    For validation data, binarize once instead (:func:`binarize` with a seeded
+    generator), so that every epoch is scored on the same binary images.
 
     Args:
         generator: Random generator on the device of the data it will be called
-            on; ``None`` uses torch's global generator. Seeding it makes the
-            sequence of samples reproducible.
+            on; ``None`` uses torch's global generator, which
+            ``pyrovi.infer.fit(..., seed=...)`` seeds when it starts (as does
+            ``pyro.set_rng_seed``). Seeding it makes the sequence of samples
+            reproducible.
 
     Example:
         >>> transform = DynamicBinarization(torch.Generator().manual_seed(0))

@@ -71,6 +71,6 @@ WALL_AT, WALL_SCALE = 4.0, 0.25
 
 
 def wall(z: torch.Tensor) -> torch.Tensor:
-    """½((|z1| − 4)₊ / 0.25)²: confines the mass to |z1| ≲ 4, the box the paper plots."""
+    """``½((|z1| − 4)₊ / 0.25)²``: confines the mass to ``|z1| ≲ 4``, the box the paper plots."""
     _check_z(z)
     return 0.5 * (torch.relu(z[..., 0].abs() - WALL_AT) / WALL_SCALE) ** 2

@@ -213,6 +213,25 @@ def download_mnist_files(
     return downloaded
 
 
+def _how_to_get(name: str) -> str:
+    """The ways to provide the files of data set ``name``, for the missing-files error."""
+    loader = "load_fashion_mnist" if name == "fashion-mnist" else "load_mnist"
+    ways = []
+    if name == "fashion-mnist":
+        ways.append(
+            "install the Debian package 'dataset-fashion-mnist' (`apt-get install "
+            f"dataset-fashion-mnist`; its files land in {FASHION_MNIST_DEFAULT_ROOT}, the "
+            "default folder)"
+        )
+    ways += [
+        "put the four files in a folder and give it: `--data-dir FOLDER` on the command line "
+        f"(examples, `python -m pyrovi.compress`), `{loader}(FOLDER)` from Python",
+        f"where there is internet access, download them from Python: "
+        f"`{loader}(FOLDER, download=True)` (the command line does not download)",
+    ]
+    return "To get them: " + "; or ".join(ways) + "."
+
+
 def _load_mnist_format(
     root: PathLike, name: str, download: bool, base_url: str, flatten: bool
 ) -> ImageData:
@@ -225,10 +244,7 @@ def _load_mnist_format(
         state = "does not exist" if not root.is_dir() else f"lacks {', '.join(missing)}"
         raise FileNotFoundError(
             f"{name}: folder '{root}' {state}; expected the files {', '.join(MNIST_FILES)} "
-            "(each raw or with '.gz'). To get Fashion-MNIST, install the Debian package "
-            "'dataset-fashion-mnist' (`apt-get install dataset-fashion-mnist`; the files "
-            f"land in {FASHION_MNIST_DEFAULT_ROOT}), or pass download=True where there "
-            "is internet access."
+            f"(each raw or with '.gz'). {_how_to_get(name)}"
         )
     splits, shapes = [], []
     for images_file, labels_file in (MNIST_FILES[:2], MNIST_FILES[2:]):

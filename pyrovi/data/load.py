@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 
 from pyrovi._checks import check_optional_int
+from pyrovi._dataset_names import DATASETS
 from pyrovi.data.dataset import ImageData
 from pyrovi.data.digits import load_digits
 from pyrovi.data.idx import load_fashion_mnist, load_mnist
 
 __all__ = ["DATASETS", "load_dataset"]
-
-DATASETS = ("digits", "fashion-mnist", "mnist")
-"""Names accepted by :func:`load_dataset`."""
 
 
 def load_dataset(

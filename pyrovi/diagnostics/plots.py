@@ -40,7 +40,25 @@ def _tile(images: torch.Tensor, rows: int, cols: int, pad: float = 0.3) -> torch
 
 def _save(fig, path: str | os.PathLike | None) -> None:
     if path is not None:
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")  # keeps a legend below the axes
+
+
+def _legend_below(ax, *more_axes) -> None:
+    """One legend for ``ax`` (and twin axes) below the plot, where it covers no data."""
+    handles, labels = ax.get_legend_handles_labels()
+    for other in more_axes:
+        h, lab = other.get_legend_handles_labels()
+        handles, labels = handles + h, labels + lab
+    if handles:
+        ax.legend(
+            handles,
+            labels,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.16),
+            ncol=min(3, len(handles)),
+            fontsize="small",
+            frameon=False,
+        )
 
 
 def plot_image_rows(
@@ -215,7 +233,7 @@ def plot_elbo(
         lo, hi = min(values), max(values)
         pad = 0.05 * (hi - lo) if hi > lo else 1.0
         ax.set_ylim(lo - pad, hi + pad)
-    ax.legend()
+    _legend_below(ax)
     ax.grid(alpha=0.3)
     ax.set_title(title)
     fig.tight_layout()
@@ -326,7 +344,7 @@ def plot_khat(
         ax.axhline(level, color="grey", linestyle=style, linewidth=0.8)
     ax.set_xlabel("datapoint")
     ax.set_ylabel("Pareto k-hat")
-    ax.legend(loc="best", fontsize="small")
+    _legend_below(ax)
     ax.set_title(title)
     fig.tight_layout()
     _save(fig, path)
@@ -372,7 +390,7 @@ def plot_kl_per_dimension(
     twin.axhline(report.threshold, color="black", linestyle=":", linewidth=0.8)
     twin.set_yscale("log")
     twin.set_ylabel("activity (log scale)")
-    twin.legend(loc="upper left", fontsize="small")
+    _legend_below(ax, twin)
     ax.set_title(title)
     fig.tight_layout()
     _save(fig, path)
@@ -419,7 +437,7 @@ def plot_gaps(
         )
     ax.set_xlabel("nats")
     ax.set_ylabel("datapoints")
-    ax.legend()
+    _legend_below(ax)
     ax.set_title(title)
     fig.tight_layout()
     _save(fig, path)

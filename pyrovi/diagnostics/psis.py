@@ -91,12 +91,15 @@ def _psis_rows(lw: np.ndarray, r_eff: float, atol: float) -> tuple[np.ndarray, n
     lw_max = sorted_lw[:, -1:]
     cutoff = sorted_lw[:, -m - 1 : -m]
     tail = sorted_lw[:, -m:]
-    exceed = np.exp(tail - lw_max) - np.exp(cutoff - lw_max)
+    empty = ~np.isfinite(lw_max[:, 0])  # every weight zero: importance sampling failed
+    # Rows without a finite weight are shifted by 0, not by -inf (-inf - -inf is NaN): their
+    # exceedances are exp(-inf) - exp(-inf) = 0 and they are never fitted.
+    shift = np.where(empty[:, None], 0.0, lw_max)
+    exceed = np.exp(tail - shift) - np.exp(cutoff - shift)
     # Constant weights (up to rounding) or a tail tied with its threshold: nothing to fit; a
     # proposal with bounded weights has k -> -inf.
-    empty = ~np.isfinite(lw_max[:, 0])  # every weight zero: importance sampling failed
-    with np.errstate(invalid="ignore"):
-        flat = ~empty & ((lw_max[:, 0] - sorted_lw[:, 0] <= atol) | (exceed[:, -1] <= 0))
+    spread = lw_max[:, 0] - np.where(empty, 0.0, sorted_lw[:, 0])  # inf with a zero weight
+    flat = ~empty & ((spread <= atol) | (exceed[:, -1] <= 0))
     khat = np.where(empty, np.inf, -np.inf)
     smoothed = sorted_lw.copy()
     fit = ~flat & ~empty

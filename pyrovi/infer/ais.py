@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pyrovi._checks import check_callable, check_finite, check_positive
+from pyrovi._checks import check_bool, check_callable, check_finite, check_positive
+from pyrovi._progress import progress_bar
 
 __all__ = ["AISResult", "annealed_importance_sampling", "ais_schedule"]
 
@@ -86,6 +87,8 @@ def annealed_importance_sampling(
     log_density: Callable[[torch.Tensor, float], torch.Tensor],
     transition: Callable[[torch.Tensor, float], torch.Tensor],
     betas: torch.Tensor | int = 1000,
+    *,
+    progress: bool = True,
 ) -> AISResult:
     """Estimate ``log Z_1`` by annealed importance sampling.
 
@@ -96,6 +99,7 @@ def annealed_importance_sampling(
         transition: ``(x, β) -> x'``, one Markov step leaving ``f_β`` invariant.
         betas: Increasing inverse temperatures from 0 to 1, or their number (sigmoid schedule,
             :func:`ais_schedule`).
+        progress: Show a tqdm bar over the temperatures (only when stderr is a terminal).
 
     Returns:
         An :class:`AISResult`.
@@ -113,6 +117,7 @@ def annealed_importance_sampling(
     log_z0 = check_finite("log_z0", log_z0)
     check_callable("log_density", log_density, "a callable (x, beta) -> (num_chains,)")
     check_callable("transition", transition, "a callable (x, beta) -> x'")
+    check_bool("progress", progress)
     if isinstance(betas, int) and not isinstance(betas, bool):
         if betas < 2:
             raise ValueError(
@@ -134,7 +139,8 @@ def annealed_importance_sampling(
     x = init
     log_w = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     n = log_w.shape[0]
-    with torch.no_grad():
+    bar = progress_bar(len(b) - 1, desc="AIS", progress=progress, unit="temp", leave=False)
+    with torch.no_grad(), bar:
         for step, (prev, cur) in enumerate(zip(b[:-1], b[1:])):
             new, old = log_density(x, cur), log_density(x, prev)
             if step == 0:
@@ -155,6 +161,7 @@ def annealed_importance_sampling(
                     f"got {got}"
                 )
             x = moved
+            bar.update(1)
     if bool(torch.isnan(log_w).any()):
         raise ValueError(
             "log_density returned NaN (the log importance weights are NaN): it must be finite "

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from pyrovi._checks import check_data, check_model_args
-from pyrovi._validation import as_tensors, data_names, integer
+from pyrovi._progress import progress_bar
+from pyrovi._validation import as_tensors, boolean, data_names, integer
 from pyrovi.infer.importance import inspect_model
 from pyrovi.infer.particles import check_vectorize, log_weights, weight_passes
 
@@ -51,8 +52,10 @@ def _estimate(
     vectorize: bool | None,
     reduce: str,
     kwargs: dict,
+    progress: bool,
 ) -> torch.Tensor:
     caller = "log_marginal_likelihood" if reduce == "logsumexp" else "elbo"
+    progress = boolean("progress", progress)
     num_samples = integer("num_samples", num_samples)
     batch_size = None if batch_size is None else integer("batch_size", batch_size)
     max_samples_per_pass = integer("max_samples_per_pass", max_samples_per_pass)
@@ -67,6 +70,13 @@ def _estimate(
         )
         chunks = range(0, n, size) if layout.local else [0]
         out = []
+        bar = progress_bar(
+            n if layout.local and len(chunks) > 1 else None,
+            desc=caller,
+            progress=progress and layout.local and len(chunks) > 1,
+            unit="datapoint",
+            leave=False,
+        )
         for start in chunks:
             args = tuple(t[start : start + size] for t in tensors) if layout.local else tensors
             passes = weight_passes(
@@ -84,6 +94,8 @@ def _estimate(
             if not passes.vectorized:  # fell back: no more vectorized attempts in this call
                 vectorize = False
             out.append(_reduce(passes.results, num_samples, reduce))
+            bar.update(args[0].shape[0])
+        bar.close()
     return torch.cat(out) if layout.local else out[0]
 
 
@@ -154,6 +166,7 @@ def log_marginal_likelihood(
     max_samples_per_pass: int = 16384,
     plate: str | None = None,
     vectorize: bool | None = None,
+    progress: bool = True,
     **kwargs: Any,
 ) -> torch.Tensor:
     """Importance-weighted estimate of ``log p(x)`` (the IWAE bound).
@@ -188,6 +201,8 @@ def log_marginal_likelihood(
             one that reshapes by the batch size); None: try the plate and fall back to one at a
             time, with a ``UserWarning``, when the model raises under it or particle 0 scores
             differently when evaluated alone.
+        progress: Show a tqdm bar over the datapoints (local latents with more than one pass,
+            when stderr is a terminal).
         **kwargs: Model keyword arguments.
 
     Returns:
@@ -211,6 +226,7 @@ def log_marginal_likelihood(
         vectorize,
         "logsumexp",
         kwargs,
+        progress,
     )
 
 
@@ -224,6 +240,7 @@ def elbo(
     max_samples_per_pass: int = 16384,
     plate: str | None = None,
     vectorize: bool | None = None,
+    progress: bool = True,
     **kwargs: Any,
 ) -> torch.Tensor:
     """Monte Carlo ELBO ``E_q[log p(x, z) - log q(z | x)]``, averaged over ``num_samples`` draws.
@@ -254,6 +271,8 @@ def elbo(
             one that reshapes by the batch size); None: try the plate and fall back to one at a
             time, with a ``UserWarning``, when the model raises under it or particle 0 scores
             differently when evaluated alone.
+        progress: Show a tqdm bar over the datapoints (local latents with more than one pass,
+            when stderr is a terminal).
         **kwargs: Model keyword arguments.
 
     Returns:
@@ -277,4 +296,5 @@ def elbo(
         vectorize,
         "mean",
         kwargs,
+        progress,
     )

@@ -30,7 +30,9 @@ from pyrovi._validation import all_finite
 from pyrovi.infer.batches import Data, Unpacked, apply_transform, batch_size_of
 from pyrovi.infer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyrovi.infer.fit_setup import (
+    OffSupportError,
     Run,
+    SupportCheck,
     annealing_schedule,
     check_arguments,
     check_loss,
@@ -38,6 +40,8 @@ from pyrovi.infer.fit_setup import (
     initialize,
     is_jit,
     prepare,
+    support_error,
+    validation_batch,
 )
 from pyrovi.infer.grad_buckets import overlaps_on
 from pyrovi.infer.handlers import DataScaleMessenger
@@ -71,9 +75,9 @@ class FitResult:
 
     Attributes:
         history: Per-epoch lists: ``train_elbo`` (training objective per datapoint, nats, with β
-            and KL annealing applied), ``val_elbo`` (ELBO per validation datapoint, β = 1, when
-            ``val_data`` was given), ``lr`` (learning rate of the first parameter group during
-            the epoch), ``epoch_time`` (seconds).
+            and KL annealing applied), ``val_elbo`` (ELBO per validation datapoint, β = 1, after
+            ``val_transform``, when ``val_data`` was given), ``lr`` (learning rate of the first
+            parameter group during the epoch), ``epoch_time`` (seconds).
         epochs: Number of completed epochs (including resumed ones).
         steps: Number of optimizer steps taken in this call.
         best_epoch: Epoch (1-based) with the best validation ELBO (training objective when no
@@ -230,6 +234,7 @@ def fit(
     progress: bool = True,
     seed: int | None = None,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    val_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     unpack: Callable[[Any], Unpacked] | None = None,
     plate: str = "data",
     distributed: bool = False,
@@ -253,10 +258,16 @@ def fit(
 
     * Before training: every argument; tensor data (and ``val_data``) for NaN/infinite values
       and with the model's ``check_data(*args, **kwargs)`` if it has one (pyrovi's models check
-      shapes and, for a Bernoulli likelihood, values in [0, 1]); one loss evaluation on the first
-      training batch (after ``transform``) and one on the first validation batch, both with
-      Pyro's validation on (distribution shapes and supports, e.g. Bernoulli observations
-      outside {0, 1}); the other steps run with it off.
+      shapes and, for a Bernoulli likelihood, values in [0, 1]; ``val_data`` with a
+      ``val_transform`` is checked batch by batch after it instead); one loss evaluation on the
+      first training batch (after ``transform``) and one on the first validation batch (after
+      ``val_transform``), both with Pyro's validation on (distribution shapes and supports) and
+      with every observed value checked against the support of its distribution even where the
+      distribution does not validate its arguments: pyrovi's Bernoulli likelihoods
+      (``validate_args=False``) score grey levels in [0, 1] when called directly, but their
+      ELBO is then not a bound on any likelihood of the data, so ``fit`` raises a
+      ``ValueError`` naming ``data`` or ``val_data``, the site and the support, and how to
+      binarize. The other training steps run with these checks off.
     * Every step: the model's ``check_data`` on the batch when the batches are not the data
       checked up front, i.e. with ``transform`` or a ``DataLoader`` (one min/max reduction
       for pyrovi's models: a transform that leaves [0, 1] later is caught); the loss and the
@@ -266,7 +277,10 @@ def fit(
       non-finite batch shows as a non-finite loss, a value outside a distribution's support
       only if it makes the loss non-finite.
     * Every epoch, before the best state is kept and the checkpoint is written: the parameters
-      and module buffers must be finite, so no checkpoint holds NaN or infinite values.
+      and module buffers must be finite, so no checkpoint holds NaN or infinite values. Every
+      validation batch, after ``val_transform``: its observed values against their supports,
+      and with the model's ``check_data`` when it was not checked up front (a
+      ``val_transform`` or a ``DataLoader``).
 
     dtype: floating-point data whose dtype differs from that of the model's and guide's module
     parameters (when those are ``nn.Module``s whose floating parameters share one dtype) is cast
@@ -303,7 +317,11 @@ def fit(
         kl_annealing: None, a number of warm-up epochs (the KL weight rises linearly from 0 to 1
             over them, per step), or a callable ``epoch_progress -> weight``.
         val_data: Held-out data (same forms as ``data``); its ELBO per datapoint is recorded
-            after every epoch and picks the best epoch.
+            after every epoch and picks the best epoch. It must lie in the support of the
+            likelihood as the model sees it (after ``val_transform``): for a Bernoulli
+            likelihood, binarize it once, e.g.
+            ``pyrovi.data.binarize(x_test, generator=torch.Generator().manual_seed(0))``, so
+            that every epoch is scored on the same binary images.
         clip_norm: Clip the global gradient norm to this value (a positive finite number).
         checkpoint: File to write after every epoch (parameters, model and guide state dicts,
             optimizer, scheduler, RNG states, epoch, history); the best epoch goes to
@@ -313,11 +331,30 @@ def fit(
         resume: Continue from ``checkpoint`` if the file exists (a file that is not a checkpoint
             of this model and guide raises :class:`~pyrovi.infer.CheckpointError`).
         progress: Show tqdm bars (only when stderr is a terminal).
-        seed: Seed Pyro/torch/NumPy and the shuffling generator (parameters created after the
-            call starts, such as an autoguide's, are covered; networks built before are not).
+        seed: Seeds, when the call starts, torch's, NumPy's and Python's global generators
+            (``pyro.set_rng_seed(seed)``) and the generator that shuffles tensor data. It covers
+            what ``fit`` draws: the order of the minibatches, the Monte Carlo samples of the
+            loss, transforms that draw from torch's global generator (``DynamicBinarization()``
+            without a generator of its own), and parameters created inside the call (an
+            autoguide's, lazily). It does not cover what exists before the call: the initial
+            weights of networks already built (``VAE(...)``, ``AmortizedNormal(...)``) come from
+            the state of the global generator when they were built, so call
+            ``pyro.set_rng_seed(seed)`` before building the model and guide to make a whole run
+            reproducible; nor a ``DataLoader``'s own shuffling (give it a seeded
+            ``generator=``). Same seed, same initial weights, same data and arguments: the same
+            history, bit for bit, on the same machine and torch build. With ``distributed=True``,
+            process ``r`` draws its Monte Carlo samples from ``seed + r`` (one shuffling order
+            for all). ``None``: nothing is reseeded, and the shuffling generator is seeded from
+            torch's global generator, so a ``pyro.set_rng_seed`` before the call also makes the
+            run reproducible. ``resume=True`` then restores the random states saved in the
+            checkpoint.
         transform: Applied to the first tensor of every training batch after unpacking (the
             first tensor argument, else the first tensor keyword argument), e.g.
-            :class:`pyrovi.data.DynamicBinarization`.
+            :class:`pyrovi.data.DynamicBinarization`. Not applied to ``val_data``.
+        val_transform: Applied in the same way to every validation batch, at every validation
+            (needs ``val_data``). Prefer a deterministic one, or data transformed once, so that
+            the validation ELBOs of different epochs score the same data: a random one (e.g.
+            ``DynamicBinarization()``) adds its own noise to the choice of the best epoch.
         unpack: ``batch -> (args, kwargs)`` for the model and guide. Default: a tensor is one
             positional argument, a tuple or list one per element, a dict keyword arguments.
             For a DataLoader of ``(x, label)`` and ``model(x)``: ``lambda b: ((b[0],), {})``.
@@ -346,8 +383,9 @@ def fit(
     Raises:
         ValueError: Bad arguments or data (named in the message), including a device this
             machine lacks, an unwritable checkpoint path, data a per-step check rejects (with
-            the epoch and step); minibatches without a per-datapoint plate to scale; enumerated
-            sites without an enumerating loss.
+            the epoch and step), data or validation data off the support of an observed site
+            (e.g. grey levels under a Bernoulli likelihood); minibatches without a
+            per-datapoint plate to scale; enumerated sites without an enumerating loss.
         TypeError: An argument of the wrong kind (``progress="no"``, ``plate=1``); the model or
             guide cannot be called with the unpacked batch.
         CheckpointError: ``resume=True`` and the checkpoint file cannot be resumed from.
@@ -367,6 +405,8 @@ def fit(
         "distributed": distributed,
         "plate": plate,
         "transform": transform,
+        "val_transform": val_transform,
+        "has_val_data": val_data is not None,
         "unpack": unpack,
         "checkpoint": checkpoint,
         "device": device,
@@ -618,7 +658,7 @@ def _end_epoch(
     criterion = result.history["train_elbo"][-1]
     if run.val is not None:
         t_eval = time.perf_counter()
-        criterion = _validation_elbo(run)
+        criterion = _validation_elbo(run, result.epochs + 1)
         run.eval_s += time.perf_counter() - t_eval
         result.history["val_elbo"].append(criterion)
     result.history["epoch_time"].append(time.perf_counter() - t0)
@@ -654,19 +694,45 @@ def _check_parameters(run: Run, epoch: int, ckpts: _Checkpoints | None) -> None:
         )
 
 
-def _validation_elbo(run: Run) -> float:
-    """ELBO per validation datapoint (β = 1, no annealing), averaged over batches."""
+def _validation_elbo(run: Run, epoch: int) -> float:
+    """ELBO per validation datapoint (β = 1, no annealing), averaged over batches, after
+    ``val_transform``; every batch is checked (:func:`~pyrovi.infer.fit_setup.validation_batch`,
+    :class:`~pyrovi.infer.fit_setup.SupportCheck`). When distributed, a process whose batch
+    fails tells the others (through the metrics' all-reduce), so that all of them stop."""
     val = run.val
     scaler = DataScaleMessenger(plate=run.data_scaler.plate, num_data=val.n)
-    total, count = 0.0, 0
+    total, count, failed = 0.0, 0, None
     with torch.no_grad(), pyro.validation_enabled(False), skip_param_registration(), scaler:
-        for args, kwargs in val.iterate(None):
-            b = batch_size_of((args, kwargs))
+        for i, batch in enumerate(val.iterate(None)):
+            b = batch_size_of(batch)
             if not b:
                 continue
+            where = f"batch {i + 1} in the validation after epoch {epoch}"
+            try:
+                args, kwargs = validation_batch(run, batch, where)
+                with SupportCheck():
+                    value = run.loss.loss(run.model, run.guide, *args, **kwargs)
+            except OffSupportError as err:
+                after = " after val_transform" if run.val_transform is not None else ""
+                failed = support_error(err, "val_data", where + after)
+            except (ValueError, TypeError) as err:
+                if run.shard is None:
+                    raise
+                failed = err
+            if failed is not None:
+                if run.shard is None:
+                    raise failed
+                break
             # weighted by the batch size, so that shards of a global batch add up
-            total += run.loss.loss(run.model, run.guide, *args, **kwargs) * b
+            total += value * b
             count += b
     if run.shard is not None:
-        total, count = run.shard.sum_floats([total, float(count)], val.device)
+        total, count, bad = run.shard.sum_floats(
+            [total, float(count), float(failed is not None)], val.device
+        )
+        if bad:
+            raise failed or ValueError(
+                f"val_data: the validation after epoch {epoch} failed in another process (see "
+                "its error); stopped"
+            )
     return -total / count / val.n

@@ -19,10 +19,12 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.infer import ELBO
 from pyro.infer.autoguide import AutoGuide
 from pyro.infer.elbo import ELBO as _ELBOBase
 from pyro.poutine.messenger import Messenger
+from torch.distributions import Independent, constraints
 from torch.utils.data import DistributedSampler
 
 from pyrovi._validation import all_finite, as_tensors, boolean, integer_in, positive_float
@@ -36,7 +38,11 @@ from pyrovi.infer.parameters import collect_parameters, module_of
 from pyrovi.infer.particles import fallback_warning
 
 __all__ = [
+    "OffSupportError",
     "Run",
+    "SupportCheck",
+    "support_error",
+    "validation_batch",
     "annealing_schedule",
     "check_arguments",
     "check_loss",
@@ -245,9 +251,13 @@ def check_arguments(model: Callable, guide: Callable | None, opts: dict[str, Any
     plate = opts["plate"]
     if not isinstance(plate, str) or not plate:
         raise TypeError(f"plate must be the name of a pyro.plate (a non-empty str), got {plate!r}")
-    for name in ("transform", "unpack"):
+    for name in ("transform", "val_transform", "unpack"):
         if opts[name] is not None and not callable(opts[name]):
             raise ValueError(f"{name} must be callable, got {opts[name]!r}")
+    if opts["val_transform"] is not None and not opts["has_val_data"]:
+        raise ValueError(
+            "val_transform is applied to the batches of val_data, but val_data is None"
+        )
     check_checkpoint_path(opts["checkpoint"], opts["resume"])
 
 
@@ -299,8 +309,9 @@ class Run:
     """What one call of :func:`fit` holds while it trains.
 
     ``check_batch`` is the model's ``check_data``, run on every training batch when the batches
-    were not all checked up front (a ``transform``, or a ``DataLoader``); ``loss_ref`` is the
-    magnitude of the first step's loss per datapoint, the scale of the divergence check.
+    were not all checked up front (a ``transform``, or a ``DataLoader``); ``check_val_batch`` is
+    the same for validation batches (a ``val_transform``, or a ``DataLoader``); ``loss_ref`` is
+    the magnitude of the first step's loss per datapoint, the scale of the divergence check.
     """
 
     model: Callable
@@ -318,6 +329,8 @@ class Run:
     data_scaler: DataScaleMessenger
     latent_scaler: LatentScaleMessenger
     check_batch: Callable | None = None
+    val_transform: Callable | None = None
+    check_val_batch: Callable | None = None
     divergence_ratio: float | None = None
     loss_ref: float | None = None
     default_loss: bool = False
@@ -377,10 +390,10 @@ def make_batches(data, val_data, device: torch.device, loss: ELBO, opts: dict[st
     return train, val
 
 
-def batch_check(model: Callable, train: Batches, transform: Callable | None):
-    """The model's ``check_data`` when training batches are not the data checked up front."""
+def batch_check(model: Callable, batches: Batches | None, transform: Callable | None):
+    """The model's ``check_data`` when the batches are not the data checked up front."""
     check = getattr(model, "check_data", None)
-    if not callable(check) or (transform is None and train.loader is None):
+    if batches is None or not callable(check) or (transform is None and batches.loader is None):
         return None
     return check
 
@@ -400,7 +413,10 @@ def prepare(model, guide, data, val_data, loss, opts: dict[str, Any]) -> Run:
         warn_loader_sampler(train)
     check_data(model, train, "data")
     if val is not None:
-        check_data(model, val, "val_data")
+        if opts["val_transform"] is None:
+            check_data(model, val, "val_data")
+        else:  # checked batch by batch, after val_transform
+            check_finite(val.tensors, "val_data")
     seed = opts["seed"]
     shuffle_seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
     if shard is not None:
@@ -424,9 +440,178 @@ def prepare(model, guide, data, val_data, loss, opts: dict[str, Any]) -> Run:
         data_scaler=DataScaleMessenger(plate=opts["plate"], num_data=train.n),
         latent_scaler=LatentScaleMessenger(1.0),
         check_batch=batch_check(model, train, opts["transform"]),
+        val_transform=opts["val_transform"],
+        check_val_batch=batch_check(model, val, opts["val_transform"]),
         divergence_ratio=opts["divergence_ratio"],
         show=opts["progress"] and sys.stderr.isatty() and (shard is None or shard.is_main),
     )
+
+
+# --------------------------------------------------------------------------- supports
+
+
+class OffSupportError(ValueError):
+    """An observed value outside the support of its site's distribution (see
+    :class:`SupportCheck`); :func:`support_error` turns it into the message ``fit`` raises.
+
+    Pyro's trace handler re-raises errors as a new instance of their class with the message
+    alone (and the site shapes appended), so the fields are optional; :meth:`original` finds
+    the instance that has them."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        site: str | None = None,
+        distribution: str | None = None,
+        support: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.site, self.distribution, self.support = site, distribution, support
+        self.binary = support == "{0, 1}"
+
+    def original(self) -> OffSupportError:
+        """The error :class:`SupportCheck` raised (this one, or one it was raised from)."""
+        err: BaseException | None = self
+        while err is not None:
+            if isinstance(err, OffSupportError) and err.site is not None:
+                return err
+            err = err.__cause__ or err.__context__
+        return self
+
+
+def _unwrapped(fn: Any) -> tuple[Any, bool]:
+    """The distribution inside ``Independent``/``MaskedDistribution``/``expand`` wrappers, and
+    whether a mask was among them."""
+    masked = False
+    while True:
+        if isinstance(fn, MaskedDistribution):
+            masked = True
+        if not isinstance(
+            fn, Independent | MaskedDistribution | pyro.distributions.ExpandedDistribution
+        ):
+            return fn, masked
+        fn = fn.base_dist
+
+
+def _in_support(fn: Any, value: torch.Tensor) -> torch.Tensor | None:
+    """Which values lie in ``fn``'s support (a bool tensor broadcastable to its batch shape),
+    whatever the distribution's ``validate_args``; masked-out values count as in it; None when
+    the support cannot be checked (a dependent or unknown support)."""
+    if isinstance(fn, Independent):
+        ok = _in_support(fn.base_dist, value)
+        n = fn.reinterpreted_batch_ndims
+        if ok is None or not n:
+            return ok
+        return ok.all() if ok.dim() <= n else ok.flatten(-n).all(-1)
+    if isinstance(fn, MaskedDistribution):
+        ok = _in_support(fn.base_dist, value)
+        return None if ok is None else _unmasked(ok, fn._mask)
+    try:
+        support = fn.support
+        if constraints.is_dependent(support):
+            return None
+        ok = support.check(value)
+    except (NotImplementedError, AttributeError, RuntimeError, TypeError, ValueError):
+        return None
+    return ok if isinstance(ok, torch.Tensor) else None
+
+
+def _unmasked(ok: torch.Tensor, mask: Any) -> torch.Tensor:
+    """``ok`` where ``mask`` is True, True elsewhere (``ok`` unchanged if they do not broadcast)."""
+    if mask is None or mask is True:
+        return ok
+    if mask is False:
+        return torch.ones_like(ok)
+    try:
+        return ok | ~mask.bool()
+    except RuntimeError:
+        return ok
+
+
+def _describe_support(fn: Any) -> str:
+    try:
+        support = fn.support
+    except (NotImplementedError, AttributeError):  # pragma: no cover - checked before
+        return "unknown support"
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if isinstance(support, type(constraints.boolean)):
+        return "{0, 1}"
+    return str(support)
+
+
+class SupportCheck(Messenger):
+    """Raise :class:`OffSupportError` at an observed sample site whose value is outside its
+    distribution's support, whether or not the distribution validates its arguments (pyrovi's
+    Bernoulli likelihoods use ``validate_args=False``, so grey levels in [0, 1] would otherwise
+    be scored as if they were pixels in {0, 1}). Masked-out values are not checked. One
+    elementwise comparison and one reduction per observed site."""
+
+    def _process_message(self, msg: dict[str, Any]) -> None:
+        value = msg.get("value")
+        if msg["type"] != "sample" or not msg["is_observed"] or not isinstance(value, torch.Tensor):
+            return
+        if not value.numel():
+            return
+        ok = _in_support(msg["fn"], value)
+        if ok is None:
+            return
+        ok = _unmasked(ok, msg.get("mask"))
+        if bool(ok.all()):
+            return
+        base, masked = _unwrapped(msg["fn"])
+        example = None
+        if not masked and not isinstance(msg.get("mask"), torch.Tensor):
+            try:
+                bad = ~base.support.check(value)
+                if bad.shape == value.shape and bool(bad.any()):
+                    example = float(value[bad][0])
+            except (NotImplementedError, AttributeError, RuntimeError, TypeError, ValueError):
+                example = None
+        support = _describe_support(msg["fn"])
+        e = f", e.g. {example:.4g}" if example is not None else ""
+        raise OffSupportError(
+            f"site '{msg['name']}' has values outside the support of its "
+            f"{type(base).__name__} distribution, {support}{e}",
+            site=msg["name"],
+            distribution=type(base).__name__,
+            support=support,
+        )
+
+
+def support_error(err: OffSupportError, name: str, where: str) -> ValueError:
+    """The ``ValueError`` for data (``name``: ``"data"`` or ``"val_data"``) off the support of a
+    site, with a way out."""
+    err = err.original()
+    if err.binary and name == "val_data":
+        fix = (
+            "binarize the validation data once, e.g. val_data=pyrovi.data.binarize(x, "
+            "generator=torch.Generator().manual_seed(0)), or pass val_transform= (e.g. "
+            "pyrovi.data.DynamicBinarization(), a fresh binary sample every epoch)"
+        )
+    elif err.binary:
+        fix = (
+            "pass transform=pyrovi.data.DynamicBinarization() (a fresh binary sample of every "
+            "batch), or binarize the data once with pyrovi.data.binarize(x, "
+            "generator=torch.Generator().manual_seed(0))"
+        )
+    else:
+        option = "val_transform=" if name == "val_data" else "transform="
+        fix = (
+            f"map the data onto the support (e.g. with {option}), or use a distribution whose "
+            "support holds the data"
+        )
+    error = ValueError(
+        f"{name}, {where}: {err}. Such values have no probability under it, so an ELBO computed "
+        f"from them is not a bound on the log-likelihood of the data; {fix}"
+    )
+    error.__cause__ = err
+    return error
+
+
+def _after(transform: Callable | None, name: str) -> str:
+    return f" after {name}" if transform is not None else ""
 
 
 # --------------------------------------------------------------------------- the first pass
@@ -467,8 +652,11 @@ def first_pass(run: Run) -> poutine.Trace:
     if run.transform is not None:
         batch = apply_transform(run.transform, batch)
     vectorized = run.default_loss and run.loss.vectorize_particles
+    where = f"first batch{_after(run.transform, 'transform')}"
     try:
         return checked_pass(run, batch)
+    except OffSupportError as err:
+        raise support_error(err, "data", where) from None
     except Exception as err:
         explain_autoguide_failure(run.guide, err)
         if not vectorized or getattr(err, "_pyrovi_call_error", False):
@@ -484,6 +672,8 @@ def first_pass(run: Run) -> poutine.Trace:
     run.loss = FastTrace_ELBO(num_particles=n, vectorize_particles=False)
     try:
         return checked_pass(run, batch)
+    except OffSupportError as err:
+        raise support_error(err, "data", where) from None
     except Exception as err:
         explain_dtype_failure(run, batch, err, "data")
         raise
@@ -516,29 +706,59 @@ def explain_dtype_failure(run: Run, batch: Unpacked, err: Exception, name: str) 
     ) from err
 
 
+def validation_batch(run: Run, batch: Unpacked, where: str) -> Unpacked:
+    """A validation batch after ``val_transform``, checked with the model's ``check_data`` when
+    the batches were not checked up front; a ``ValueError`` or ``TypeError`` naming ``val_data``
+    and ``where`` if it fails."""
+    if run.val_transform is not None:
+        try:
+            batch = apply_transform(run.val_transform, batch)
+        except (ValueError, TypeError, RuntimeError) as err:
+            kind = TypeError if isinstance(err, TypeError) else ValueError
+            raise kind(f"val_data, {where}: val_transform failed: {err}") from err
+    if run.check_val_batch is not None:
+        args, kwargs = batch
+        try:
+            run.check_val_batch(*args, **kwargs)
+        except (ValueError, TypeError) as err:
+            kind = TypeError if isinstance(err, TypeError) else ValueError
+            after = _after(run.val_transform, "val_transform")
+            raise kind(f"val_data, {where}{after}: {err}") from err
+    return batch
+
+
 def check_validation_pass(run: Run) -> None:
-    """Evaluate the loss on the first validation batch (Pyro's checks on, no gradients, random
-    state restored after), so that ``val_data`` the model cannot take fails now, named, rather
-    than after the first epoch."""
+    """Evaluate the loss on the first validation batch, after ``val_transform`` (Pyro's checks
+    and :class:`SupportCheck` on, no gradients, random state restored after), so that
+    ``val_data`` the model cannot take fails now, named, rather than after the first epoch."""
     if run.val is None:
         return
     batch = next(run.val.iterate(None), None)
     if batch is None or not batch_size_of(batch):
         return
-    args, kwargs = batch
     state = pyro.util.get_rng_state()
     scaler = DataScaleMessenger(plate=run.data_scaler.plate, num_data=run.val.n)
     cuda = [run.device] if run.device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=cuda), torch.no_grad(), scaler:
-            with pyro.validation_enabled(True):
-                run.loss.loss(run.model, run.guide, *args, **kwargs)
+        with torch.random.fork_rng(devices=cuda):
+            batch = validation_batch(run, batch, "first batch")
+            _first_validation_loss(run, batch, scaler)
+    finally:
+        pyro.util.set_rng_state(state)
+
+
+def _first_validation_loss(run: Run, batch: Unpacked, scaler: DataScaleMessenger) -> None:
+    args, kwargs = batch
+    try:
+        with torch.no_grad(), scaler, pyro.validation_enabled(True), SupportCheck():
+            run.loss.loss(run.model, run.guide, *args, **kwargs)
+    except OffSupportError as err:
+        where = f"first batch{_after(run.val_transform, 'val_transform')}"
+        raise support_error(err, "val_data", where) from None
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         explain_dtype_failure(run, batch, err, "val_data")
         kind = TypeError if isinstance(err, TypeError) else ValueError
         raise kind(f"val_data: the model and guide fail on its first batch: {err}") from err
-    finally:
-        pyro.util.set_rng_state(state)
 
 
 def explain_autoguide_failure(guide: Callable, err: Exception) -> None:
@@ -561,16 +781,33 @@ def checked_pass(run: Run, batch: Unpacked) -> poutine.Trace:
     args, kwargs = batch
     enumerated = EnumeratedSites()
     run.data_scaler.seen = False
-    with pyro.validation_enabled(True), poutine.trace(param_only=True) as capture, enumerated:
-        with torch.no_grad(), run.data_scaler:
-            try:
-                run.loss.loss(run.model, run.guide, *args, **kwargs)
-            except TypeError as err:
-                if any(s in str(err) for s in ARGUMENT_ERRORS):
-                    raise call_error(err) from err
-                raise
+    # Pyro's warnings of this pass wait for check_first_pass: when it refuses the run (e.g. a
+    # site marked for enumeration under a loss that does not enumerate, for which Pyro warns
+    # "Found vars in model but not guide"), its error says more; otherwise they are re-issued.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pyro.validation_enabled(True), poutine.trace(param_only=True) as capture, enumerated:
+            with torch.no_grad(), run.data_scaler, SupportCheck():
+                try:
+                    run.loss.loss(run.model, run.guide, *args, **kwargs)
+                except TypeError as err:
+                    if any(s in str(err) for s in ARGUMENT_ERRORS):
+                        raise call_error(err) from err
+                    raise
     check_first_pass(run, enumerated.names)
+    for w in caught:
+        warnings.warn_explicit(
+            w.message, w.category, w.filename, w.lineno, module=_module_named(w.filename)
+        )
     return capture.trace
+
+
+def _module_named(filename: str) -> str | None:
+    """The dotted name of the loaded module defined in ``filename`` (for warning filters)."""
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__file__", None) == filename:
+            return name
+    return None
 
 
 def check_first_pass(run: Run, enumerated: list[str]) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -61,6 +63,19 @@ class _ModelReplayer(Messenger):
 def _log_prob_sum(site: dict[str, Any]) -> torch.Tensor:
     log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
     return scale_and_mask(log_p, site["scale"], site["mask"]).sum()
+
+
+@contextmanager
+def _quiet_plate_guess():
+    """Hide Pyro's INFO line "Guessed max_plate_nesting = N" (logged to stderr by every new
+    vectorized loss; Pyro's guess is what the user wants, so the line is noise)."""
+    log = logging.getLogger("pyro.infer.elbo")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 class FastTrace_ELBO(ELBO):
@@ -128,10 +143,12 @@ class FastTrace_ELBO(ELBO):
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any):
         """Differentiable negative ELBO (a scalar tensor)."""
         if is_validation_enabled():
-            return self._fallback.differentiable_loss(model, guide, *args, **kwargs)
+            with _quiet_plate_guess():
+                return self._fallback.differentiable_loss(model, guide, *args, **kwargs)
         if self.vectorize_particles and self.num_particles > 1:
             if self.max_plate_nesting == float("inf"):
-                self._guess_max_plate_nesting(model, guide, args, kwargs)
+                with _quiet_plate_guess():
+                    self._guess_max_plate_nesting(model, guide, args, kwargs)
             losses = [
                 self._particle_loss(
                     self._vectorized_num_particles(model),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,9 +33,9 @@ from pyro.infer import Predictive
 from torch import nn
 from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
-from tqdm.auto import tqdm
 
 from pyrovi._checks import check_bool, check_int, check_positive, check_probability, check_tensor
+from pyrovi._progress import progress_bar
 from pyrovi._validation import positive_int as _positive_int
 from pyrovi.distributions import NFlowsDistribution
 from pyrovi.distributions.elementwise_affine import ElementwiseAffine
@@ -110,6 +109,7 @@ def simulate(
     batch_size: int = 1000,
     model_args: tuple = (),
     model_kwargs: dict | None = None,
+    progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw ``(θ, y) ~ p(θ) p(y | θ)`` from a Pyro model with ``Predictive`` in vectorized batches.
 
@@ -122,6 +122,7 @@ def simulate(
         batch_size: Simulations per ``Predictive(..., parallel=True)`` call.
         model_args: Positional arguments of the model.
         model_kwargs: Keyword arguments of the model.
+        progress: Show a tqdm bar over the simulations (only when stderr is a terminal).
 
     Returns:
         ``theta`` of shape ``(N, D)`` (the parameter sites flattened and concatenated in the order
@@ -129,22 +130,27 @@ def simulate(
     """
     num_simulations = _positive_int("num_simulations", num_simulations)
     batch_size = _positive_int("batch_size", batch_size)
+    check_bool("progress", progress)
     _check_sites(model, params, observed)
     kwargs = model_kwargs or {}
     sites = [*params, observed]
     thetas, ys = [], []
     done = 0
-    while done < num_simulations:
-        b = min(batch_size, num_simulations - done)
-        out = Predictive(model, num_samples=b, parallel=True, return_sites=sites)(
-            *model_args, **kwargs
-        )
-        missing = [s for s in sites if s not in out]
-        if missing:
-            raise ValueError(f"model has no sample sites {missing} (params/observed)")
-        thetas.append(torch.cat([out[p].reshape(b, -1) for p in params], -1))
-        ys.append(out[observed])
-        done += b
+    with progress_bar(
+        num_simulations, desc="NPE simulations", progress=progress, unit="sim", leave=False
+    ) as bar:
+        while done < num_simulations:
+            b = min(batch_size, num_simulations - done)
+            out = Predictive(model, num_samples=b, parallel=True, return_sites=sites)(
+                *model_args, **kwargs
+            )
+            missing = [s for s in sites if s not in out]
+            if missing:
+                raise ValueError(f"model has no sample sites {missing} (params/observed)")
+            thetas.append(torch.cat([out[p].reshape(b, -1) for p in params], -1))
+            ys.append(out[observed])
+            done += b
+            bar.update(b)
     return torch.cat(thetas), torch.cat(ys)
 
 
@@ -442,9 +448,15 @@ class NPE:
         return self.constrain.inv(theta)
 
     def simulate(
-        self, num_simulations: int, batch_size: int = 1000
+        self, num_simulations: int, batch_size: int = 1000, *, progress: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(θ, y)`` from the model's prior predictive: ``(N, D)`` and ``(N,) + data shape``."""
+        """``(θ, y)`` from the model's prior predictive: ``(N, D)`` and ``(N,) + data shape``.
+
+        Args:
+            num_simulations: N.
+            batch_size: Simulations per ``Predictive`` call.
+            progress: Show a tqdm bar (only when stderr is a terminal).
+        """
         return simulate(
             self.model,
             self.params,
@@ -452,6 +464,7 @@ class NPE:
             num_simulations,
             batch_size=batch_size,
             model_args=self.model_args,
+            progress=progress,
         )
 
     # ------------------------------------------------------------------ training
@@ -492,7 +505,8 @@ class NPE:
             max_epochs: Upper bound on epochs.
             patience: Epochs without validation improvement before stopping.
             clip_norm: Gradient-norm clipping (None: off).
-            progress: Show a tqdm bar (when stderr is a terminal).
+            progress: Show tqdm bars over the simulations and the epochs (only when stderr is a
+                terminal; on rank 0 only when ``distributed``).
             seed: Seeds simulation, the split, initialization order and shuffling.
             distributed: Data-parallel over the processes of ``torch.distributed`` (as
                 :func:`pyrovi.infer.fit` with ``distributed=True``): each process simulates its
@@ -541,12 +555,14 @@ class NPE:
         t0 = time.perf_counter()
         if theta is None:
             if shard is None:
-                theta, y = self.simulate(num_simulations, simulation_batch_size)
+                theta, y = self.simulate(num_simulations, simulation_batch_size, progress=progress)
             else:
                 lo, hi = shard_bounds(
                     0, _positive_int("num_simulations", num_simulations), shard.rank, shard.world
                 )
-                theta, y = self.simulate(max(hi - lo, 1), simulation_batch_size)
+                theta, y = self.simulate(
+                    max(hi - lo, 1), simulation_batch_size, progress=progress and shard.is_main
+                )
                 theta, y = shard.gather_rows(theta[: hi - lo]), shard.gather_rows(y[: hi - lo])
         theta = theta.to(self.device)
         if theta.dim() != 2 or theta.shape[-1] != self.theta_dim:
@@ -590,8 +606,8 @@ class NPE:
         opt = default_adam(params, lr)
         best_state = {k: v.detach().clone() for k, v in flow.state_dict().items()}
         best, since = math.inf, 0
-        show = progress and sys.stderr.isatty()
-        bar = tqdm(total=max_epochs, desc="NPE epochs", disable=not show, dynamic_ncols=True)
+        show = progress and (shard is None or shard.is_main)
+        bar = progress_bar(max_epochs, desc="NPE epochs", progress=show, unit="epoch")
         n_train = len(train_idx)
         try:
             for epoch in range(max_epochs):

@@ -7,7 +7,10 @@ from pyrovi.models.flow_density import FlowDensity
 from pyrovi.models.forward_sde import ForwardSDE
 from pyrovi.models.ground_state import (
     EnergyEstimate,
+    Extrapolation,
     GroundState,
+    RichardsonEstimate,
+    format_estimate,
     richardson,
     train_ground_state,
 )
@@ -44,6 +47,9 @@ __all__ = [
     "ForwardSDE",
     "GroundState",
     "EnergyEstimate",
+    "Extrapolation",
+    "RichardsonEstimate",
+    "format_estimate",
     "richardson",
     "train_ground_state",
     "Hamiltonian",

@@ -49,6 +49,7 @@ from pyrovi._checks import (
     check_positive,
     check_tensor,
 )
+from pyrovi._progress import progress_bar
 from pyrovi.distributions.feynman_kac import ACTION_ESTIMATORS, FeynmanKac
 from pyrovi.distributions.sde import EulerMaruyama
 from pyrovi.models.hamiltonians import Hamiltonian
@@ -57,6 +58,9 @@ from pyrovi.nn.registration import registration_skipped
 __all__ = [
     "GroundState",
     "EnergyEstimate",
+    "Extrapolation",
+    "RichardsonEstimate",
+    "format_estimate",
     "richardson",
     "line_integral",
     "train_ground_state",
@@ -65,7 +69,28 @@ __all__ = [
 Drift = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-@dataclass
+def format_estimate(value: float, stderr: float) -> str:
+    """``value ± stderr`` with the standard error to two significant digits.
+
+    The value is rounded to the same decimal place as the error (``-0.49961 ± 0.00031``), so no
+    digit below the statistical noise is printed; with a zero or non-finite error both are
+    printed to six significant digits.
+
+    Args:
+        value: The estimate.
+        stderr: Its standard error (same units).
+
+    Returns:
+        The text, e.g. ``"-0.49961 ± 0.00031"``.
+    """
+    value, stderr = float(value), float(stderr)
+    if not (math.isfinite(stderr) and stderr > 0 and math.isfinite(value)):
+        return f"{value:.6g} ± {stderr:.6g}"
+    decimals = max(0, 1 - math.floor(math.log10(stderr)))
+    return f"{value:.{decimals}f} ± {stderr:.{decimals}f}"
+
+
+@dataclass(repr=False)
 class EnergyEstimate:
     """An energy estimate from ``num_walkers`` independent walkers (energy units of ``H``).
 
@@ -99,8 +124,61 @@ class EnergyEstimate:
         """Plain ``dict`` (for JSON)."""
         return asdict(self)
 
+    def __repr__(self) -> str:
+        return (
+            f"EnergyEstimate(corrected={format_estimate(self.corrected, self.corrected_stderr)}, "
+            f"energy={format_estimate(self.energy, self.stderr)}, dt={self.dt:g}, "
+            f"horizon={self.horizon:g}, walkers={self.num_walkers}, paths={self.num_paths}, "
+            f"seconds={self.seconds:.1f})"
+        )
 
-def richardson(coarse: EnergyEstimate, fine: EnergyEstimate, *, corrected: bool = True) -> dict:
+
+class RichardsonEstimate(dict):
+    """What :func:`richardson` returns: a ``dict`` with keys ``"energy"``, ``"stderr"``, ``"dt"``
+    and ``"dt_fine"`` (JSON-serializable as it is) that prints as ``energy ± stderr``.
+    """
+
+    def __repr__(self) -> str:
+        return (
+            f"{format_estimate(self['energy'], self['stderr'])} "
+            f"(Richardson, dt={self['dt']:g} and {self['dt_fine']:g})"
+        )
+
+    __str__ = __repr__
+
+
+class Extrapolation(dict):
+    """What :meth:`GroundState.extrapolate` returns.
+
+    A ``dict`` with keys ``"coarse"`` and ``"fine"`` (:class:`EnergyEstimate` at ``dt`` and
+    ``dt/2``) and ``"extrapolated"`` (:class:`RichardsonEstimate`), which prints as three lines of
+    ``energy ± standard error``, each to the precision its standard error allows.
+    """
+
+    def __repr__(self) -> str:
+        coarse, fine, ext = self["coarse"], self["fine"], self["extrapolated"]
+        key = "corrected" if getattr(self, "corrected", True) else "energy"
+        err = "corrected_stderr" if key == "corrected" else "stderr"
+        labels = [f"E(dt={est.dt:g})" for est in (coarse, fine)] + ["extrapolated"]
+        width = max(map(len, labels))
+        figures = [(getattr(est, key), getattr(est, err)) for est in (coarse, fine)]
+        figures.append((ext["energy"], ext["stderr"]))
+        lines = [
+            f"{label:<{width}} = {format_estimate(*fig)}"
+            for label, fig in zip(labels, figures, strict=True)
+        ]
+        lines.append(
+            f"({coarse.num_walkers} walkers x {coarse.num_paths} paths of horizon "
+            f"{coarse.horizon:g}, {coarse.seconds + fine.seconds:.1f} s)"
+        )
+        return "\n".join(lines)
+
+    __str__ = __repr__
+
+
+def richardson(
+    coarse: EnergyEstimate, fine: EnergyEstimate, *, corrected: bool = True
+) -> RichardsonEstimate:
     """Richardson extrapolation ``2 E(dt/2) − E(dt)`` of two estimates with ``O(dt)`` bias.
 
     Args:
@@ -109,8 +187,9 @@ def richardson(coarse: EnergyEstimate, fine: EnergyEstimate, *, corrected: bool 
         corrected: Extrapolate the boundary-corrected estimates (else the plain ones).
 
     Returns:
-        ``{"energy", "stderr", "dt", "dt_fine"}``; the standard errors add in quadrature
-        (``√(4 se_fine² + se_coarse²)``: the two runs are independent).
+        A :class:`RichardsonEstimate`, the dict ``{"energy", "stderr", "dt", "dt_fine"}``; the
+        standard errors add in quadrature (``√(4 se_fine² + se_coarse²)``: the two runs are
+        independent).
     """
     if not math.isclose(fine.dt * 2, coarse.dt, rel_tol=1e-6):
         raise ValueError(
@@ -119,12 +198,12 @@ def richardson(coarse: EnergyEstimate, fine: EnergyEstimate, *, corrected: bool 
     key, err = ("corrected", "corrected_stderr") if corrected else ("energy", "stderr")
     ec, ef = getattr(coarse, key), getattr(fine, key)
     sc, sf = getattr(coarse, err), getattr(fine, err)
-    return {
-        "energy": 2 * ef - ec,
-        "stderr": math.sqrt(4 * sf**2 + sc**2),
-        "dt": coarse.dt,
-        "dt_fine": fine.dt,
-    }
+    return RichardsonEstimate(
+        energy=2 * ef - ec,
+        stderr=math.sqrt(4 * sf**2 + sc**2),
+        dt=coarse.dt,
+        dt_fine=fine.dt,
+    )
 
 
 def line_integral(
@@ -323,6 +402,7 @@ class GroundState(PyroModule):
         dt: float | None = None,
         horizon: float | None = None,
         burn_in: int = 0,
+        progress: bool = True,
     ) -> EnergyEstimate:
         """Energy from ``num_paths`` consecutive paths per walker (no gradients).
 
@@ -335,9 +415,11 @@ class GroundState(PyroModule):
             dt: Euler–Maruyama step (default the model's).
             horizon: Time of one path (default the model's).
             burn_in: Paths per walker run first and discarded.
+            progress: Show a tqdm bar over the paths (only when stderr is a terminal).
 
         Returns:
-            An :class:`EnergyEstimate`.
+            An :class:`EnergyEstimate`; its ``dt`` and ``horizon`` are the values given (or the
+            model's), not their float32 images.
 
         Raises:
             ValueError: A bad count, ``dt``/``horizon`` not positive finite numbers or not
@@ -346,27 +428,33 @@ class GroundState(PyroModule):
         for name, value, low in (("num_paths", num_paths, 1), ("burn_in", burn_in, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_bool("progress", progress)
         start = time.perf_counter()
-        times = self.times(dt, horizon)
-        step = float(times[1] - times[0])
-        span = float(times[-1] - times[0])
+        span, step = _check_grid(
+            self.horizon if horizon is None else horizon, self.dt if dt is None else dt
+        )
+        times = self.times(step, span)
         drift = self._drift()
         walkers = self._current_walkers().clone()
         fk = FeynmanKac(self.hamiltonian.potential, walkers, times)
         total = walkers.new_zeros(self.num_walkers)
         total_b = walkers.new_zeros(self.num_walkers)
         per_path, per_path_b = [], []
-        for k in range(burn_in + num_paths):
-            path = EulerMaruyama(drift, 1.0, walkers, times).rsample()
-            if k >= burn_in:
-                ell = fk.action(path, self.kl_estimator)
-                boundary = self._boundary(drift, path)
-                total += ell
-                total_b += ell - boundary
-                per_path.append(ell / span)
-                per_path_b.append((ell - boundary) / span)
-            walkers = path[:, -1, :]
-            fk.init = walkers
+        with progress_bar(
+            burn_in + num_paths, desc=f"paths (dt={step:g})", progress=progress, unit="path"
+        ) as bar:
+            for k in range(burn_in + num_paths):
+                path = EulerMaruyama(drift, 1.0, walkers, times).rsample()
+                if k >= burn_in:
+                    ell = fk.action(path, self.kl_estimator)
+                    boundary = self._boundary(drift, path)
+                    total += ell
+                    total_b += ell - boundary
+                    per_path.append(ell / span)
+                    per_path_b.append((ell - boundary) / span)
+                walkers = path[:, -1, :]
+                fk.init = walkers
+                bar.update(1)
         if math.isclose(step, self.dt, rel_tol=1e-9) and self.persistent:
             self.walkers.copy_(walkers)
         per_walker = total / (num_paths * span)
@@ -386,19 +474,47 @@ class GroundState(PyroModule):
             seconds=time.perf_counter() - start,
         )
 
-    def extrapolate(self, num_paths: int, *, burn_in: int = 0, corrected: bool = True) -> dict:
+    def extrapolate(
+        self,
+        num_paths: int,
+        *,
+        burn_in: int = 0,
+        corrected: bool = True,
+        progress: bool = True,
+    ) -> Extrapolation:
         """Estimates at ``dt`` and ``dt/2`` and their Richardson extrapolation.
 
+        Each of the two estimates runs ``burn_in + num_paths`` consecutive paths of length
+        ``horizon`` from every walker (:meth:`estimate`): the cost grows like
+        ``(burn_in + num_paths) × num_walkers × 3 horizon / dt`` (``horizon/dt`` steps at ``dt``,
+        twice as many at ``dt/2``), and the standard errors fall roughly like
+        ``1 / √(num_walkers × num_paths × horizon)``. Measured for hydrogen with 256 walkers,
+        ``horizon = 1`` and ``dt = 0.002`` on one CPU core (a loaded machine): 0.5 s per path
+        at ``dt`` and 1.1 s at ``dt/2``, so ``extrapolate(8, burn_in=2)`` takes about 20 s and
+        ``extrapolate(4096)`` about 2 hours. With a trained drift, 64 walkers and 40 paths of
+        horizon 0.2 gave standard errors of about 0.01 Hartree (5 s); thousands of paths are
+        for a long unattended run aiming at 10⁻⁴.
+
+        Args:
+            num_paths: Paths per walker that enter each estimate (≥ 1).
+            burn_in: Paths per walker run and discarded before each estimate (the walkers
+                relax to the stationary distribution of the new step).
+            corrected: Extrapolate the boundary-corrected estimates (else the plain ones).
+            progress: Show tqdm bars over the paths (only when stderr is a terminal).
+
         Returns:
-            ``{"coarse": EnergyEstimate, "fine": EnergyEstimate, "extrapolated": dict}``.
+            An :class:`Extrapolation`: the dict ``{"coarse": EnergyEstimate, "fine":
+            EnergyEstimate, "extrapolated": RichardsonEstimate}``, which prints as
+            ``energy ± standard error`` lines.
         """
-        coarse = self.estimate(num_paths, burn_in=burn_in)
-        fine = self.estimate(num_paths, dt=self.dt / 2, burn_in=burn_in)
-        return {
-            "coarse": coarse,
-            "fine": fine,
-            "extrapolated": richardson(coarse, fine, corrected=corrected),
-        }
+        check_bool("corrected", corrected)
+        coarse = self.estimate(num_paths, burn_in=burn_in, progress=progress)
+        fine = self.estimate(num_paths, dt=self.dt / 2, burn_in=burn_in, progress=progress)
+        out = Extrapolation(
+            coarse=coarse, fine=fine, extrapolated=richardson(coarse, fine, corrected=corrected)
+        )
+        out.corrected = corrected
+        return out
 
 
 def _skipping_registration() -> bool:
@@ -424,6 +540,7 @@ def train_ground_state(
     clip_norm: float = 10.0,
     callback: Callable[[int, float], None] | None = None,
     max_seconds: float | None = None,
+    progress: bool = True,
 ) -> dict[str, list[float]]:
     """Train the drift by ``SVI(model, guide, ClippedAdam, Trace_ELBO())``.
 
@@ -438,6 +555,9 @@ def train_ground_state(
         max_seconds: Stop once this much wall time has passed (a number >= 0, or None).
             The learning-rate decay is then re-timed after 20 steps so that ``final_lr`` is
             reached at the expected last step.
+        progress: Show a tqdm bar over the steps with the running energy (the mean loss per
+            unit time of the last 20 steps) in its postfix (only when stderr is a terminal).
+            Nothing is printed.
 
     Returns:
         ``{"step", "energy", "seconds"}``: per step, the loss per unit time (the batch estimate
@@ -454,27 +574,33 @@ def train_ground_state(
     if callback is not None:
         check_callable("callback", callback, "a callable callback(step, energy) or None")
     max_seconds = check_nonnegative("max_seconds", max_seconds, allow_none=True)
+    check_bool("progress", progress)
     decay = (final_lr / lr) ** (1.0 / steps)
     optim = ClippedAdam({"lr": lr, "lrd": decay, "clip_norm": clip})
     svi = SVI(ground_state.model, ground_state.guide, optim, Trace_ELBO())
     history: dict[str, list[float]] = {"step": [], "energy": [], "seconds": []}
     start = time.perf_counter()
-    for k in range(1, steps + 1):
-        loss = svi.step() / ground_state.horizon
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"train_ground_state: the loss became {loss} at step {k}")
-        history["step"].append(k)
-        history["energy"].append(loss)
-        history["seconds"].append(time.perf_counter() - start)
-        if callback is not None:
-            callback(k, loss)
-        elapsed = history["seconds"][-1]
-        if max_seconds is not None:
-            if elapsed > max_seconds:
-                break
-            if k == 20:
-                expected = min(steps, int(max_seconds / (elapsed / k)))
-                _retime_decay(optim, final_lr, max(1, expected - k))
+    with progress_bar(steps, desc="ground state", progress=progress, unit="step") as bar:
+        for k in range(1, steps + 1):
+            loss = svi.step() / ground_state.horizon
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"train_ground_state: the loss became {loss} at step {k}")
+            history["step"].append(k)
+            history["energy"].append(loss)
+            history["seconds"].append(time.perf_counter() - start)
+            if callback is not None:
+                callback(k, loss)
+            if not bar.disable:
+                recent = history["energy"][-20:]
+                bar.set_postfix(energy=f"{sum(recent) / len(recent):.5g}", refresh=False)
+            bar.update(1)
+            elapsed = history["seconds"][-1]
+            if max_seconds is not None:
+                if elapsed > max_seconds:
+                    break
+                if k == 20:
+                    expected = min(steps, int(max_seconds / (elapsed / k)))
+                    _retime_decay(optim, final_lr, max(1, expected - k))
     return history
 
 

@@ -35,6 +35,7 @@ from pyrovi._checks import (
     check_real,
     check_tensor,
 )
+from pyrovi._progress import progress_bar
 from pyrovi._validation import all_finite
 from pyrovi._validation import positive_int as _positive_int
 from pyrovi.infer.ais import AISResult, annealed_importance_sampling
@@ -233,6 +234,8 @@ class RBM(nn.Module):
         betas: torch.Tensor | int = 10000,
         base: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        *,
+        progress: bool = True,
     ) -> AISResult:
         """Estimate ``log Z`` by annealed importance sampling (Salakhutdinov & Murray 2008).
 
@@ -249,11 +252,13 @@ class RBM(nn.Module):
                 biases. For Bernoulli data ``logit(mean of the training data)`` (clamped) gives
                 a base closer to the target and lower variance.
             generator: Random generator on the parameters' device.
+            progress: Show a tqdm bar over the temperatures (only when stderr is a terminal).
 
         Returns:
             An :class:`~pyrovi.infer.AISResult` whose ``log_z`` estimates ``log Z``.
         """
         num_chains = _positive_int("num_chains", num_chains)
+        check_bool("progress", progress)
         a_b, b, w = self.visible_bias, self.hidden_bias, self.weight
         if base is None:
             a_a = a_b.detach().clone()
@@ -298,7 +303,9 @@ class RBM(nn.Module):
             noise = torch.randn(shape, generator=generator, dtype=a_a.dtype, device=a_a.device)
             init = a_a + sigma * noise
             log_z0 = self.num_hidden * math.log(2) + float(self._visible_normalizer())
-        return annealed_importance_sampling(init, log_z0, log_density, transition, betas)
+        return annealed_importance_sampling(
+            init, log_z0, log_density, transition, betas, progress=progress
+        )
 
     @staticmethod
     def base_from_data(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -347,6 +354,7 @@ def train_rbm(
     weight_decay: float = 0.0,
     seed: int | None = None,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: bool = True,
 ) -> RBMTrainResult:
     """Train an RBM by contrastive divergence (CD-k) or persistent CD (PCD-k, Tieleman 2008).
 
@@ -368,6 +376,8 @@ def train_rbm(
         weight_decay: L2 penalty on the weights.
         seed: Seeds the shuffling and the Gibbs sampler.
         transform: Applied to each minibatch (e.g. :class:`pyrovi.data.DynamicBinarization`).
+        progress: Show a tqdm bar over the epochs, with the latest reconstruction error and
+            free-energy gap (only when stderr is a terminal).
 
     Returns:
         An :class:`RBMTrainResult`.
@@ -390,6 +400,7 @@ def train_rbm(
     )
     lr = check_positive("lr", lr)
     persistent = check_bool("persistent", persistent)
+    check_bool("progress", progress)
     momentum = check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
     weight_decay = check_nonnegative("weight_decay", weight_decay)
     if transform is not None:
@@ -423,38 +434,44 @@ def train_rbm(
     result = RBMTrainResult(history={"recon_error": [], "free_energy_gap": [], "epoch_time": []})
     step_times: list[float] = []
     t_total = time.perf_counter()
-    for _ in range(epochs):
-        t_epoch = time.perf_counter()
-        order = torch.randperm(n, generator=g_cpu).to(device)
-        recon, gap, count = 0.0, 0.0, 0
-        for start in range(0, n - batch_size + 1, batch_size):
-            t_step = time.perf_counter()
-            v = data[order[start : start + batch_size]]
-            if transform is not None:
-                v = transform(v)
-            start_neg = chains if persistent else v
-            neg = rbm.gibbs(start_neg, k, g_dev)
-            if persistent:
-                chains = neg
-            opt.zero_grad(set_to_none=True)
-            loss = rbm.free_energy(v).mean() - rbm.free_energy(neg).mean()
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                rec = rbm.visible_mean(rbm.hidden_probs(v))
-                recon += float(((rec - v) ** 2).sum(-1).mean())
-                gap += float(loss.detach())
-            count += 1
-            result.steps += 1
-            step_times.append(time.perf_counter() - t_step)
-        result.history["recon_error"].append(recon / max(count, 1))
-        result.history["free_energy_gap"].append(gap / max(count, 1))
-        result.history["epoch_time"].append(time.perf_counter() - t_epoch)
-        if not math.isfinite(result.history["free_energy_gap"][-1]):
-            raise FloatingPointError(
-                "RBM training diverged (non-finite free energy); lower lr or, for Gaussian "
-                "visible units, standardize the data"
+    with progress_bar(epochs, desc="RBM epochs", progress=progress, unit="epoch") as bar:
+        for _ in range(epochs):
+            t_epoch = time.perf_counter()
+            order = torch.randperm(n, generator=g_cpu).to(device)
+            recon, gap, count = 0.0, 0.0, 0
+            for start in range(0, n - batch_size + 1, batch_size):
+                t_step = time.perf_counter()
+                v = data[order[start : start + batch_size]]
+                if transform is not None:
+                    v = transform(v)
+                start_neg = chains if persistent else v
+                neg = rbm.gibbs(start_neg, k, g_dev)
+                if persistent:
+                    chains = neg
+                opt.zero_grad(set_to_none=True)
+                loss = rbm.free_energy(v).mean() - rbm.free_energy(neg).mean()
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    rec = rbm.visible_mean(rbm.hidden_probs(v))
+                    recon += float(((rec - v) ** 2).sum(-1).mean())
+                    gap += float(loss.detach())
+                count += 1
+                result.steps += 1
+                step_times.append(time.perf_counter() - t_step)
+            result.history["recon_error"].append(recon / max(count, 1))
+            result.history["free_energy_gap"].append(gap / max(count, 1))
+            result.history["epoch_time"].append(time.perf_counter() - t_epoch)
+            if not math.isfinite(result.history["free_energy_gap"][-1]):
+                raise FloatingPointError(
+                    "RBM training diverged (non-finite free energy); lower lr or, for Gaussian "
+                    "visible units, standardize the data"
+                )
+            bar.set_postfix(
+                recon=f"{result.history['recon_error'][-1]:.4g}",
+                gap=f"{result.history['free_energy_gap'][-1]:.4g}",
             )
+            bar.update(1)
     step_times.sort()
     result.chains = chains
     result.timings = {

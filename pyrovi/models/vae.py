@@ -47,8 +47,10 @@ class VAE(PyroModule):
     Args:
         x_dim: Number of observed features D (e.g. 784 for flattened 28×28 images).
         z_dim: Latent dimension.
-        likelihood: ``"bernoulli"`` (decoder gives logits; data in [0, 1]) or ``"gaussian"``
-            (decoder gives means).
+        likelihood: ``"bernoulli"`` (decoder gives logits; binary data for
+            :func:`~pyrovi.infer.fit`, which refuses grey levels; called directly, the model
+            scores values in [0, 1] by the same cross-entropy) or ``"gaussian"`` (decoder gives
+            means).
         decoder: ``None`` for an MLP with ``reversed(hidden_dims)``, ``"conv"`` for a
             :class:`~pyrovi.nn.ConvDecoder` (needs ``image_shape``), or any module mapping
             ``(..., z_dim) -> (..., x_dim)``.

@@ -181,6 +181,26 @@ def test_missing_files_raise(tmp_path):
         load_mnist(folder)
 
 
+def test_the_missing_files_error_names_every_way_to_get_them(tmp_path):
+    """The command line has --data-dir but no download flag; Python has both."""
+    with pytest.raises(FileNotFoundError, match="the command line does not download") as info:
+        load_fashion_mnist(tmp_path / "none")
+    text = str(info.value)
+    for way in (
+        "apt-get install dataset-fashion-mnist",
+        "/usr/share/datasets/fashion-mnist",
+        "--data-dir FOLDER` on the command line",
+        "load_fashion_mnist(FOLDER, download=True)",
+        "the command line does not download",
+    ):
+        assert way in text
+    with pytest.raises(FileNotFoundError, match=r"--data-dir FOLDER") as info:
+        load_mnist(tmp_path / "none")
+    text = str(info.value)
+    assert "--data-dir FOLDER" in text and "load_mnist(FOLDER, download=True)" in text
+    assert "dataset-fashion-mnist" not in text  # that package holds Fashion-MNIST only
+
+
 def test_download_from_file_url_then_load(tmp_path):
     arrays = _write_mnist_folder(tmp_path / "server", ".gz")
     base_url = (tmp_path / "server").as_uri() + "/"

@@ -73,6 +73,8 @@ _OPTIONS = [
     ("divergence_ratio", float("nan"), ValueError, "divergence_ratio must be a positive finite"),
     ("divergence_ratio", "x", ValueError, "divergence_ratio must be a positive finite number"),
     ("transform", 3, ValueError, "transform must be callable, got 3"),
+    ("val_transform", 3, ValueError, "val_transform must be callable, got 3"),
+    ("val_transform", abs, ValueError, "val_transform is applied to the batches of val_data, but"),
     ("unpack", 3, ValueError, "unpack must be callable, got 3"),
     ("loss", 3, ValueError, "loss must be a pyro.infer.ELBO instance, got int"),
     ("optimizer", 3, ValueError, "optimizer must be None, a torch.optim class or a factory"),

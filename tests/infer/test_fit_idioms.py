@@ -269,8 +269,10 @@ def test_enumerated_model_trains_with_trace_enum_and_is_refused_otherwise():
     g = torch.Generator().manual_seed(0)
     x = torch.cat([torch.randn(150, generator=g) - 5.0, torch.randn(150, generator=g) + 5.0])
     guide = AutoDelta(poutine.block(_gmm, expose=["weights", "locs"]))
-    with pytest.raises(ValueError, match=r"\['k'\] are marked for enumeration"):
-        fit(_gmm, guide, x, epochs=1, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the refusal, without Pyro's "Found vars ..." before it
+        with pytest.raises(ValueError, match=r"\['k'\] are marked for enumeration"):
+            fit(_gmm, guide, x, epochs=1, progress=False)
     pyro.clear_param_store()
     guide = AutoDelta(
         poutine.block(_gmm, expose=["weights", "locs"]),
@@ -357,3 +359,21 @@ def test_module_local_params_work():
         fit(_same_sites_model, guide, x, epochs=30, batch_size=100, lr=0.1, progress=False)
         assert len(pyro.get_param_store().keys()) == 0
         assert float(guide.median()["mu"]) == pytest.approx(float(x.mean()), abs=0.2)
+
+
+def test_a_latent_the_guide_misses_keeps_pyros_warning():
+    """Not enumerated: fit trains it from the prior, as Pyro's Trace_ELBO does, and passes on
+    Pyro's warning about it rather than hiding it."""
+
+    def model(x):
+        a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        b = pyro.sample("b", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(a + b, 1.0), obs=x)
+
+    def guide(x):
+        pyro.sample("a", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.0))
+
+    pyro.clear_param_store()
+    with pytest.warns(UserWarning, match=r"Found vars in model but not guide: \{'b'\}"):
+        fit(model, guide, torch.zeros(10), epochs=1, progress=False, seed=0)

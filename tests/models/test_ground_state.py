@@ -1,6 +1,8 @@
 """GroundState: known answers for the oscillator and hydrogen, zero variance, Trace_ELBO = ℓ_T."""
 
+import json
 import math
+import re
 
 import pyro
 import pytest
@@ -8,6 +10,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyrovi.models import GroundState, hamiltonians, richardson, train_ground_state
+from pyrovi.models.ground_state import format_estimate
 
 
 class _LinearDrift(torch.nn.Linear):
@@ -143,3 +146,48 @@ def test_training_stops_at_the_time_budget(device):
     gs = GroundState(ho, num_walkers=8, horizon=0.1, dt=0.05).to(device)
     hist = train_ground_state(gs, 50, max_seconds=0.0)
     assert hist["step"] == [1] and math.isfinite(hist["energy"][0])
+
+
+def test_extrapolation_prints_cleanly_and_keeps_dict_access():
+    """dt is the value given (not its float32 image) and energies carry no digits below noise."""
+    torch.manual_seed(0)
+    ho = hamiltonians.harmonic_oscillator()
+    gs = GroundState(ho, _exact(ho), num_walkers=64, horizon=0.2, dt=0.002)
+    out = gs.extrapolate(1, progress=False)
+    coarse, fine, ext = out["coarse"], out["fine"], out["extrapolated"]
+    assert coarse.dt == 0.002 and fine.dt == 0.001 and coarse.horizon == 0.2
+    assert ext["dt"] == 0.002 and ext["dt_fine"] == 0.001 and isinstance(out, dict)
+    assert json.loads(json.dumps(ext)) == dict(ext)  # the example writes it to metrics.json
+    text = str(out)
+    assert text == repr(out) and "0.0020000000949949026" not in text
+    assert re.search(r"^E\(dt=0.002\) +=", text, re.M) and "\nE(dt=0.001) " in text
+    assert "\nextrapolated = " in text
+    # each figure to the decimal place of the second significant digit of its error
+    for line, (value, err) in zip(
+        text.splitlines(),
+        [
+            (coarse.corrected, coarse.corrected_stderr),
+            (fine.corrected, fine.corrected_stderr),
+            (ext["energy"], ext["stderr"]),
+        ],
+        strict=False,
+    ):
+        shown_value, shown_err = line.split("= ")[1].split(" ± ")
+        decimals = 1 - math.floor(math.log10(err))
+        assert shown_value == f"{value:.{decimals}f}" and shown_err == f"{err:.{decimals}f}"
+    assert "walkers=64" in repr(coarse) and "dt=0.002" in repr(coarse)
+
+
+@pytest.mark.parametrize(
+    "value, err, text",
+    [
+        (-0.4996123, 0.000312, "-0.49961 ± 0.00031"),
+        (2.9037, 0.0123, "2.904 ± 0.012"),
+        (123.456, 7.8, "123.5 ± 7.8"),
+        (1234.5, 56.0, "1234 ± 56"),
+        (0.5, 0.0, "0.5 ± 0"),
+        (0.5, math.nan, "0.5 ± nan"),
+    ],
+)
+def test_format_estimate(value, err, text):
+    assert format_estimate(value, err) == text
