@@ -187,12 +187,13 @@ def plot_sbc_ranks(
     for j, ax in enumerate(axes[0]):
         ax.hist(ranks[:, j], bins=np.linspace(0, values, num_bins + 1), color="C0", alpha=0.8)
         ax.axhspan(lo, hi, color="0.8", zorder=0, label="99% band (uniform)")
-        ax.axhline(n / num_bins, color="0.4", lw=1)
+        ax.axhline(n / num_bins, color="0.4", lw=1, label="expected count (uniform)")
         ax.set_title(f"{names[j]}  (p = {float(result.p_values[j]):.2f})")
         ax.set_xlabel("rank")
     axes[0][0].set_ylabel("count")
-    axes[0][0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))  # the legend below the panels covers no bar
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
