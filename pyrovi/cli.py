@@ -119,13 +119,14 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         default=None,
-        help="folder with the four MNIST-format files (for mnist / fashion-mnist)",
+        help="folder with the four MNIST-format files (default: none; needed for mnist, "
+        "optional for fashion-mnist)",
     )
     parser.add_argument(
         "--subset",
         type=positive_int,
         default=None,
-        help="use only the first N training and N test images (quick runs)",
+        help="use only the first N training and N test images, for quick runs (default: all)",
     )
 
 

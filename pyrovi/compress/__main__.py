@@ -34,6 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its Op
 from pyrovi._dataset_names import DATASETS  # noqa: E402
 from pyrovi.cli import (  # noqa: E402
     HelpFormatter,
+    add_data_arguments,
     describe,
     int_list,
     positive_int,
@@ -83,19 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=HelpFormatter,
     )
-    t.add_argument("--dataset", choices=DATASETS, default="digits", help="training images")
-    t.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder of the four MNIST-format files (default: none; needed for mnist, "
-        "optional for fashion-mnist)",
-    )
-    t.add_argument(
-        "--subset",
-        type=positive_int,
-        default=None,
-        help="use only the first N training and N test images (default: all)",
-    )
+    add_data_arguments(t)  # --dataset, --data-dir, --subset, as in the examples
     t.add_argument("--epochs", type=positive_int, default=100, help="training epochs")
     t.add_argument("--z-dim", type=positive_int, default=8, help="latent dimension")
     t.add_argument(

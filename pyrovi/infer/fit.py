@@ -33,6 +33,7 @@ from pyrovi.infer.fit_setup import (
     OffSupportError,
     Run,
     SupportCheck,
+    after_transform,
     annealing_schedule,
     check_arguments,
     check_loss,
@@ -527,7 +528,7 @@ def _check_batch(run: Run, batch: Unpacked, epoch: int, step: int) -> Exception 
     try:
         run.check_batch(*args, **kwargs)
     except (ValueError, TypeError) as err:
-        after = " after transform" if run.transform is not None else ""
+        after = after_transform(run.transform, "transform")
         kind = TypeError if isinstance(err, TypeError) else ValueError
         error = kind(f"data: the batch of epoch {epoch + 1}, step {step + 1}{after}: {err}")
         error.__cause__ = err
@@ -713,7 +714,7 @@ def _validation_elbo(run: Run, epoch: int) -> float:
                 with SupportCheck():
                     value = run.loss.loss(run.model, run.guide, *args, **kwargs)
             except OffSupportError as err:
-                after = " after val_transform" if run.val_transform is not None else ""
+                after = after_transform(run.val_transform, "val_transform")
                 failed = support_error(err, "val_data", where + after)
             except (ValueError, TypeError) as err:
                 if run.shard is None:

@@ -27,6 +27,7 @@ from pyro.poutine.messenger import Messenger
 from torch.distributions import Independent, constraints
 from torch.utils.data import DistributedSampler
 
+from pyrovi._progress import show_progress
 from pyrovi._validation import all_finite, as_tensors, boolean, integer_in, positive_float
 from pyrovi._validation import positive_int as _positive_int
 from pyrovi.infer.batches import Batches, Data, Unpacked, apply_transform, batch_size_of
@@ -40,6 +41,7 @@ from pyrovi.infer.particles import fallback_warning
 __all__ = [
     "OffSupportError",
     "Run",
+    "after_transform",
     "SupportCheck",
     "support_error",
     "validation_batch",
@@ -443,7 +445,7 @@ def prepare(model, guide, data, val_data, loss, opts: dict[str, Any]) -> Run:
         val_transform=opts["val_transform"],
         check_val_batch=batch_check(model, val, opts["val_transform"]),
         divergence_ratio=opts["divergence_ratio"],
-        show=opts["progress"] and sys.stderr.isatty() and (shard is None or shard.is_main),
+        show=show_progress(opts["progress"]) and (shard is None or shard.is_main),
     )
 
 
@@ -610,7 +612,8 @@ def support_error(err: OffSupportError, name: str, where: str) -> ValueError:
     return error
 
 
-def _after(transform: Callable | None, name: str) -> str:
+def after_transform(transform: Callable | None, name: str) -> str:
+    """`` after <name>`` when ``transform`` is set (for the place an error names), else ``""``."""
     return f" after {name}" if transform is not None else ""
 
 
@@ -652,7 +655,7 @@ def first_pass(run: Run) -> poutine.Trace:
     if run.transform is not None:
         batch = apply_transform(run.transform, batch)
     vectorized = run.default_loss and run.loss.vectorize_particles
-    where = f"first batch{_after(run.transform, 'transform')}"
+    where = f"first batch{after_transform(run.transform, 'transform')}"
     try:
         return checked_pass(run, batch)
     except OffSupportError as err:
@@ -722,7 +725,7 @@ def validation_batch(run: Run, batch: Unpacked, where: str) -> Unpacked:
             run.check_val_batch(*args, **kwargs)
         except (ValueError, TypeError) as err:
             kind = TypeError if isinstance(err, TypeError) else ValueError
-            after = _after(run.val_transform, "val_transform")
+            after = after_transform(run.val_transform, "val_transform")
             raise kind(f"val_data, {where}{after}: {err}") from err
     return batch
 
@@ -753,7 +756,7 @@ def _first_validation_loss(run: Run, batch: Unpacked, scaler: DataScaleMessenger
         with torch.no_grad(), scaler, pyro.validation_enabled(True), SupportCheck():
             run.loss.loss(run.model, run.guide, *args, **kwargs)
     except OffSupportError as err:
-        where = f"first batch{_after(run.val_transform, 'val_transform')}"
+        where = f"first batch{after_transform(run.val_transform, 'val_transform')}"
         raise support_error(err, "val_data", where) from None
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         explain_dtype_failure(run, batch, err, "val_data")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -65,17 +65,23 @@ def _log_prob_sum(site: dict[str, Any]) -> torch.Tensor:
     return scale_and_mask(log_p, site["scale"], site["mask"]).sum()
 
 
+def _quiet_plate_guess(elbo: ELBO) -> AbstractContextManager:
+    """Hide Pyro's INFO line "Guessed max_plate_nesting = N", which ``elbo`` logs to stderr when
+    it still has to guess (vectorized particles, no ``max_plate_nesting``): Pyro's guess is what
+    the user wants, so the line is noise. Once guessed, nothing is done."""
+    if not (elbo.vectorize_particles and elbo.max_plate_nesting == float("inf")):
+        return nullcontext()
+    return _log_level(logging.getLogger("pyro.infer.elbo"), logging.WARNING)
+
+
 @contextmanager
-def _quiet_plate_guess():
-    """Hide Pyro's INFO line "Guessed max_plate_nesting = N" (logged to stderr by every new
-    vectorized loss; Pyro's guess is what the user wants, so the line is noise)."""
-    log = logging.getLogger("pyro.infer.elbo")
-    level = log.level
-    log.setLevel(logging.WARNING)
+def _log_level(log: logging.Logger, level: int) -> Iterator[None]:
+    before = log.level
+    log.setLevel(level)
     try:
         yield
     finally:
-        log.setLevel(level)
+        log.setLevel(before)
 
 
 class FastTrace_ELBO(ELBO):
@@ -143,11 +149,11 @@ class FastTrace_ELBO(ELBO):
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any):
         """Differentiable negative ELBO (a scalar tensor)."""
         if is_validation_enabled():
-            with _quiet_plate_guess():
+            with _quiet_plate_guess(self._fallback):
                 return self._fallback.differentiable_loss(model, guide, *args, **kwargs)
         if self.vectorize_particles and self.num_particles > 1:
             if self.max_plate_nesting == float("inf"):
-                with _quiet_plate_guess():
+                with _quiet_plate_guess(self):
                     self._guess_max_plate_nesting(model, guide, args, kwargs)
             losses = [
                 self._particle_loss(
