@@ -845,6 +845,99 @@ def sde_cases() -> list[Case]:
     cases += _cases_from(
         "train_ground_state", ("lr",), POSITIVE, lambda v: train_ground_state(gs(), 2, lr=v)
     )
+    cases += qmc_cases()
+    return cases
+
+
+def qmc_cases() -> list[Case]:
+    """Trial wave functions, the variational and projected estimators, blocking."""
+    import torch
+
+    from pyrovi.diagnostics import blocking
+    from pyrovi.models import (
+        hamiltonians,
+        projected_energy,
+        projected_extrapolation,
+        variational_energy,
+    )
+    from pyrovi.nn import GradientDrift, NeuralLogPsi
+
+    ham = hamiltonians.hydrogen()
+
+    def vmc(**over):
+        kw = dict(log_psi=ham.log_psi, walkers=8, steps=3, burn_in=1, progress=False)
+        kw.update(over)
+        return variational_energy(ham, kw.pop("log_psi"), kw.pop("walkers"), **kw)
+
+    def dmc(**over):
+        kw = dict(walkers=8, steps=3, burn_in=1, progress=False)
+        kw.update(over)
+        return projected_energy(ham, ham.log_psi, kw.pop("walkers"), **kw)
+
+    walkers = [
+        ("(8, 2)", torch.zeros(8, 2)),
+        ("NaN", torch.full((8, 3), float("nan"))),
+        ("1 walker", torch.zeros(1, 3)),
+        ("int tensor", torch.zeros(8, 3, dtype=torch.long)),
+        ("'x'", "x"),
+    ]
+    log_psis = [
+        ("returns NaN", lambda x: x.sum(-1) * float("nan")),
+        ("wrong shape", lambda x: x),
+        ("3", 3),
+    ]
+    cases = []
+    cases += _cases_from("variational_energy", ("dt",), POSITIVE, lambda v: vmc(dt=v))
+    cases += _cases_from("variational_energy", ("steps",), COUNT, lambda v: vmc(steps=v))
+    cases += _cases_from(
+        "variational_energy", ("walkers",), COUNT + walkers, lambda v: vmc(walkers=v)
+    )
+    cases += _cases_from("variational_energy", ("log_psi",), log_psis, lambda v: vmc(log_psi=v))
+    cases += _cases_from("projected_energy", ("dt",), POSITIVE, lambda v: dmc(dt=v))
+    cases += _cases_from("projected_energy", ("burn_in",), COUNT[1:], lambda v: dmc(burn_in=v))
+    cases += _cases_from(
+        "projected_energy",
+        ("resample_below",),
+        [("0", 0.0), ("1.5", 1.5), ("nan", float("nan")), ("'x'", "x")],
+        lambda v: dmc(resample_below=v),
+    )
+    cases += _cases_from(
+        "projected_extrapolation",
+        ("dts",),
+        [("one step", (0.1,)), ("repeated", (0.1, 0.1)), ("negative", (0.1, -0.1))],
+        lambda v: projected_extrapolation(ham, ham.log_psi, 8, dts=v, time_per_dt=0.2),
+    )
+    cases += _cases_from(
+        "projected_extrapolation",
+        ("time_per_dt",),
+        POSITIVE,
+        lambda v: projected_extrapolation(ham, ham.log_psi, 8, time_per_dt=v),
+    )
+    cases += _cases_from(
+        "blocking",
+        ("series",),
+        [
+            ("2-D", torch.zeros(4, 2)),
+            ("one value", torch.zeros(1)),
+            ("NaN", torch.tensor([1.0, float("nan"), 2.0])),
+            ("'x'", "x"),
+        ],
+        blocking,
+    )
+    cases += _cases_from("NeuralLogPsi", ("num_particles",), COUNT, lambda v: NeuralLogPsi(v, 3))
+    cases += _cases_from("NeuralLogPsi", ("width",), COUNT, lambda v: NeuralLogPsi(1, 3, width=v))
+    cases += _cases_from(
+        "NeuralLogPsi", ("depth",), COUNT[1:], lambda v: NeuralLogPsi(1, 3, depth=v)
+    )
+    cases += _cases_from(
+        "NeuralLogPsi",
+        ("nuclei",),
+        [("(2, 2)", torch.zeros(2, 2)), ("NaN", torch.full((1, 3), float("nan")))],
+        lambda v: NeuralLogPsi(1, 3, nuclei=v, charges=torch.ones(len(v))),
+    )
+    cases += _cases_from(
+        "GradientDrift", ("log_psi",), [("a lambda", lambda x: x), ("3", 3)], GradientDrift
+    )
     return cases
 
 

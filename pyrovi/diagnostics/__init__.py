@@ -1,6 +1,7 @@
 """Diagnostics for what variational inference produced: ArviZ export, PSIS k-hat, inference gaps,
 posterior collapse and plots."""
 
+from pyrovi.diagnostics.blocking import BlockingResult, blocking
 from pyrovi.diagnostics.collapse import (
     ACTIVE_UNIT_THRESHOLD,
     ActiveUnits,
@@ -33,6 +34,8 @@ from pyrovi.diagnostics.psis import (
 )
 
 __all__ = [
+    "blocking",
+    "BlockingResult",
     "to_inference_data",
     "load_inference_data",
     "psis",

@@ -3,6 +3,12 @@
 from pyrovi.models import hamiltonians
 from pyrovi.models.cvae import ConditionalVAE
 from pyrovi.models.ddpm import DDPM
+from pyrovi.models.dmc import (
+    ProjectedEstimate,
+    ProjectedExtrapolation,
+    projected_energy,
+    projected_extrapolation,
+)
 from pyrovi.models.flow_density import FlowDensity
 from pyrovi.models.forward_sde import ForwardSDE
 from pyrovi.models.ground_state import (
@@ -16,6 +22,7 @@ from pyrovi.models.ground_state import (
 )
 from pyrovi.models.hamiltonians import Hamiltonian
 from pyrovi.models.hierarchical_vae import HierarchicalVAE
+from pyrovi.models.langevin import Walkers, local_energy
 from pyrovi.models.latent_sde import LatentSDE
 from pyrovi.models.markov_chain import MarkovChainVAE
 from pyrovi.models.rbm import RBM, RBMTrainResult, train_rbm
@@ -28,6 +35,7 @@ from pyrovi.models.simulators import (
     wood_summaries,
 )
 from pyrovi.models.vae import VAE
+from pyrovi.models.vmc import VariationalEstimate, variational_energy
 from pyrovi.models.vqvae import VQVAE, Codebook, CodebookCategorical
 
 __all__ = [
@@ -52,6 +60,14 @@ __all__ = [
     "format_estimate",
     "richardson",
     "train_ground_state",
+    "local_energy",
+    "Walkers",
+    "variational_energy",
+    "VariationalEstimate",
+    "projected_energy",
+    "projected_extrapolation",
+    "ProjectedEstimate",
+    "ProjectedExtrapolation",
     "Hamiltonian",
     "hamiltonians",
     "RickerModel",

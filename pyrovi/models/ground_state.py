@@ -22,6 +22,12 @@ Estimators (:meth:`GroundState.estimate`), each with its standard error over ind
   ``log ψ`` of the drift itself when it is a gradient field (the optimal drift is): the large
   ``O(1/T)`` fluctuation of ``ℓ_T/T`` goes;
 * :func:`richardson`: ``2 E(dt/2) − E(dt)`` removes the ``O(dt)`` Euler–Maruyama bias.
+
+With a gradient-field drift (:class:`~pyrovi.nn.GradientDrift`, ``v = ∇ log ψ_θ``) the trained
+``ψ_θ`` also gives estimators without time-step bias in the sampling:
+:meth:`GroundState.variational` (``⟨E_L⟩`` over ``|ψ|²`` by Metropolis-adjusted Langevin steps,
+:mod:`pyrovi.models.vmc`) and :meth:`GroundState.projected` (importance-sampled diffusion Monte
+Carlo extrapolated to ``dt → 0``, :mod:`pyrovi.models.dmc`).
 """
 
 from __future__ import annotations
@@ -52,7 +58,9 @@ from pyrovi._checks import (
 from pyrovi._progress import progress_bar
 from pyrovi.distributions.feynman_kac import ACTION_ESTIMATORS, FeynmanKac
 from pyrovi.distributions.sde import EulerMaruyama
+from pyrovi.models.dmc import ProjectedExtrapolation, projected_extrapolation
 from pyrovi.models.hamiltonians import Hamiltonian
+from pyrovi.models.vmc import VariationalEstimate, variational_energy
 from pyrovi.nn.registration import registration_skipped
 
 __all__ = [
@@ -244,6 +252,12 @@ def _frozen(module: nn.Module) -> Drift:
     return call
 
 
+def _frozen_log_psi(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``log ψ`` with its parameters detached (no gradient reaches them)."""
+    state = {k: p.detach() for k, p in module.named_parameters()}
+    return lambda x: torch.func.functional_call(module, state, (x,))
+
+
 class GroundState(PyroModule):
     r"""Model (``forward``) and guide (``guide``) whose ``Trace_ELBO`` loss is ``E[ℓ_T]``.
 
@@ -363,7 +377,24 @@ class GroundState(PyroModule):
         return self.walkers
 
     def _boundary(self, drift: Drift, path: torch.Tensor) -> torch.Tensor:
+        """``log ψ(r_T) − log ψ(r₀)``: exact for a :class:`~pyrovi.nn.GradientDrift`, else the
+        line integral of the drift."""
+        log_psi = self._log_psi()
+        if log_psi is not None:
+            ends = torch.stack([path[..., -1, :], path[..., 0, :]])
+            if torch.is_grad_enabled():  # parameters held fixed, as for the line integral
+                values = _frozen_log_psi(log_psi)(ends)
+            else:
+                values = log_psi(ends)
+            return values[0] - values[1]
         return line_integral(drift, path[..., 0, :], path[..., -1, :], self.quadrature)
+
+    def _log_psi(self) -> nn.Module | None:
+        """The ``log ψ`` of a :class:`~pyrovi.nn.GradientDrift` drift, else None."""
+        from pyrovi.nn.wavefunctions import GradientDrift
+
+        drift = self._modules.get("drift")
+        return drift.log_psi if isinstance(drift, GradientDrift) else None
 
     # ----------------------------------------------------------- model / guide
     def forward(self) -> torch.Tensor:
@@ -515,6 +546,82 @@ class GroundState(PyroModule):
         )
         out.corrected = corrected
         return out
+
+    # ------------------------------------------- estimators without time-step bias
+    def _trial(self, log_psi: Callable[[torch.Tensor], torch.Tensor] | None):
+        if log_psi is not None:
+            return log_psi
+        log_psi = self._log_psi()
+        if log_psi is None:
+            raise ValueError(
+                "the variational and projected estimates need log ψ: train a gradient-field "
+                "drift (GroundState(hamiltonian, GradientDrift(log_psi), ...), e.g. "
+                "drift_for(hamiltonian, 'gradient')) or pass log_psi="
+            )
+        return log_psi
+
+    def _start(self, num_walkers: int | None) -> torch.Tensor:
+        """``num_walkers`` positions resampled from the persistent walkers (all by default)."""
+        walkers = self._current_walkers()
+        if num_walkers is None:
+            return walkers.clone()
+        num_walkers = check_int("num_walkers", num_walkers, minimum=2)
+        index = torch.randint(len(walkers), (num_walkers,), device=walkers.device)
+        return walkers[index]
+
+    def variational(
+        self,
+        num_walkers: int | None = None,
+        *,
+        steps: int = 1000,
+        dt: float = 0.05,
+        burn_in: int = 200,
+        log_psi: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        progress: bool = True,
+    ) -> VariationalEstimate:
+        """Variational energy of the learned ``ψ`` (MALA on ``|ψ|²``; an upper bound on E₀).
+
+        The walkers start from the training chain's (resampled to ``num_walkers``). See
+        :func:`~pyrovi.models.variational_energy` for the arguments; ``log_psi`` defaults to
+        the drift's (a :class:`~pyrovi.nn.GradientDrift`).
+        """
+        return variational_energy(
+            self.hamiltonian,
+            self._trial(log_psi),
+            self._start(num_walkers),
+            steps=steps,
+            dt=dt,
+            burn_in=burn_in,
+            progress=progress,
+        )
+
+    def projected(
+        self,
+        num_walkers: int | None = None,
+        *,
+        dts: tuple[float, ...] = (0.04, 0.02, 0.01),
+        time_per_dt: float = 20.0,
+        burn_in_time: float = 2.0,
+        walkers: torch.Tensor | None = None,
+        log_psi: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        progress: bool = True,
+    ) -> ProjectedExtrapolation:
+        """Projected (DMC) energy at each of ``dts`` and extrapolated to ``dt → 0``.
+
+        Exact as ``dt → 0`` for a nodeless ground state, whatever ``ψ``. The walkers start from
+        ``walkers`` (e.g. ``self.variational(...).walkers``) or the training chain's. See
+        :func:`~pyrovi.models.projected_extrapolation` for the arguments.
+        """
+        start = self._start(num_walkers) if walkers is None else walkers
+        return projected_extrapolation(
+            self.hamiltonian,
+            self._trial(log_psi),
+            start,
+            dts=dts,
+            time_per_dt=time_per_dt,
+            burn_in_time=burn_in_time,
+            progress=progress,
+        )
 
 
 def _skipping_registration() -> bool:

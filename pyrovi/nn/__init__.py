@@ -18,6 +18,7 @@ from pyrovi.nn.quantum_drifts import (
 )
 from pyrovi.nn.registration import skip_param_registration, submodule
 from pyrovi.nn.sde_nets import ContextDrift, DiagonalDiffusion, DriftMLP, OUDrift, SeriesEncoder
+from pyrovi.nn.wavefunctions import GradientDrift, NeuralLogPsi, log_psi_for, log_psi_terms
 
 __all__ = [
     "MLP",
@@ -36,6 +37,10 @@ __all__ = [
     "CoulombFeatures",
     "HarmonicSkip",
     "drift_for",
+    "NeuralLogPsi",
+    "GradientDrift",
+    "log_psi_for",
+    "log_psi_terms",
     "Standardize",
     "SeriesConvEmbedding",
     "SeriesGRUEmbedding",

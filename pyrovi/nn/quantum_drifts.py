@@ -283,8 +283,10 @@ def drift_for(
 
     Args:
         hamiltonian: The system.
-        kind: ``"resnet"`` (generic), ``"equivariant"``, or ``"auto"`` (equivariant for several
-            identical particles, ResNet otherwise).
+        kind: ``"resnet"`` (generic), ``"equivariant"``, ``"gradient"`` (a
+            :class:`~pyrovi.nn.GradientDrift` of :func:`~pyrovi.nn.log_psi_for`: ``∇ log ψ_θ``
+            with exact cusps, which the variational and projected estimators need), or
+            ``"auto"`` (equivariant for several identical particles, ResNet otherwise).
         width: Hidden width.
         depth: Residual blocks.
 
@@ -293,12 +295,16 @@ def drift_for(
         ResNet, :class:`CoulombFeatures` inputs); trapped interacting bosons the trap drift
         :class:`HarmonicSkip` (the oscillator itself is learned from zero).
     """
-    kinds = ("auto", "resnet", "equivariant")
+    kinds = ("auto", "resnet", "equivariant", "gradient")
     if kind not in kinds:
         raise ValueError(f"kind must be one of {kinds}, got {kind!r}")
     if kind == "auto":
         several = hamiltonian.identical and hamiltonian.num_particles > 1
         kind = "equivariant" if several else "resnet"
+    if kind == "gradient":
+        from pyrovi.nn.wavefunctions import GradientDrift, log_psi_for
+
+        return GradientDrift(log_psi_for(hamiltonian, width, depth))
     skip = features = None
     if hamiltonian.interaction == "coulomb":
         skip = CoulombCusp(hamiltonian.nuclei, hamiltonian.charges, hamiltonian.num_particles)
