@@ -293,9 +293,11 @@ def _particle_one_field(ham, drift, grid: int = 21, extent: float = 2.5):
     x[:, 1:] = others
     param = next(drift.parameters(), None)
     dtype = param.dtype if param is not None else torch.float64
-    t, flat = torch.zeros((), dtype=dtype), x.reshape(len(x), -1).to(dtype)
+    device = param.device if param is not None else None
+    t = torch.zeros((), dtype=dtype, device=device)
+    flat = x.reshape(len(x), -1).to(dtype=dtype, device=device)
     with torch.no_grad():
-        v = drift(t, flat).reshape(len(x), ham.num_particles, 2)[:, 0].double()
+        v = drift(t, flat).reshape(len(x), ham.num_particles, 2)[:, 0].double().cpu()
     return gx, gy, v[:, 0].reshape(gx.shape), v[:, 1].reshape(gx.shape), others
 
 

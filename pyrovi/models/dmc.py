@@ -5,8 +5,8 @@ The Feynman–Kac formula weights a Brownian path by ``exp(−∫ V dt)``. Drift
 weight turns it into ``exp(−∫ (E_L − E_T) dt)`` with the local energy ``E_L`` of ``ψ``: a
 population of weighted walkers then projects ``ψ`` onto the ground state,
 ``ψ φ₀ = lim_{t→∞} ψ e^{−(H−E_T)t} ψ``, and the weighted average of ``E_L`` over it (the mixed
-estimator) is ``E₀`` exactly for a nodeless ``φ₀`` (bosons, the H₂ and helium singlets), whatever
-``ψ``; a better ``ψ`` only lowers the variance.
+estimator) converges to ``E₀`` for a nodeless ``φ₀`` (bosons, the H₂ and helium singlets),
+whatever ``ψ``, up to the two errors below; a better ``ψ`` only lowers the variance.
 
 Each step (Umrigar, Nightingale & Runge 1993): a Langevin move accepted by the Metropolis test on
 ``|ψ|²`` (:func:`~pyrovi.models.langevin.langevin_move`; for the exact ``ψ`` every step is then
@@ -99,7 +99,7 @@ def _systematic_resample(weights: torch.Tensor) -> torch.Tensor:
         torch.rand((), dtype=weights.dtype, device=weights.device)
         + torch.arange(m, dtype=weights.dtype, device=weights.device)
     ) / m
-    return torch.searchsorted(cdf, u).clamp_max(m - 1)
+    return torch.searchsorted(cdf, u, right=True).clamp_max(m - 1)
 
 
 def projected_energy(
@@ -146,7 +146,7 @@ def projected_energy(
     log_w = state.x.new_zeros(num)
     moved = state.x.new_zeros(())
     moved_accepted = state.x.new_zeros(())
-    accepted = state.x.new_zeros(())
+    accepted = torch.zeros((), dtype=torch.long, device=state.x.device)
     series = []
     branchings = 0
     with progress_bar(
@@ -257,7 +257,10 @@ def _fit_line(estimates: list[ProjectedEstimate]) -> ProjectedExtrapolation:
     intercept, slope = coef_map @ y
     var = (coef_map**2 * se**2).sum(-1)
     resid = y - design @ torch.stack([intercept, slope])
-    chi2 = float((resid**2 / se**2).sum()) if bool((se > 0).all()) else 0.0
+    if bool((se > 0).all()):
+        chi2 = float((resid**2 / se**2).sum())
+    else:  # an exact trial state (all errors 0) fits exactly; a mix has no χ²
+        chi2 = 0.0 if bool((se == 0).all()) else math.nan
     return ProjectedExtrapolation(
         energy=float(intercept),
         stderr=math.sqrt(float(var[0])),

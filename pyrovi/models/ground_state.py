@@ -604,14 +604,18 @@ class GroundState(PyroModule):
         burn_in_time: float = 2.0,
         walkers: torch.Tensor | None = None,
         log_psi: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        resample_below: float = 0.5,
         progress: bool = True,
     ) -> ProjectedExtrapolation:
         """Projected (DMC) energy at each of ``dts`` and extrapolated to ``dt → 0``.
 
-        Exact as ``dt → 0`` for a nodeless ground state, whatever ``ψ``. The walkers start from
-        ``walkers`` (e.g. ``self.variational(...).walkers``) or the training chain's. See
-        :func:`~pyrovi.models.projected_extrapolation` for the arguments.
+        Converges to E₀ as ``dt → 0`` for a nodeless ground state, whatever ``ψ``, up to a
+        population-control bias of order ``1/walkers``. The walkers start from ``walkers``
+        (e.g. ``self.variational(...).walkers``) or ``num_walkers`` of the training chain's (not
+        both). See :func:`~pyrovi.models.projected_extrapolation` for the arguments.
         """
+        if walkers is not None and num_walkers is not None:
+            raise ValueError("give num_walkers or walkers, not both (walkers sets the number)")
         start = self._start(num_walkers) if walkers is None else walkers
         return projected_extrapolation(
             self.hamiltonian,
@@ -620,6 +624,7 @@ class GroundState(PyroModule):
             dts=dts,
             time_per_dt=time_per_dt,
             burn_in_time=burn_in_time,
+            resample_below=resample_below,
             progress=progress,
         )
 

@@ -189,8 +189,8 @@ def langevin_move(
 def initial_walkers(
     hamiltonian: Hamiltonian, log_psi: LogPsi, walkers: torch.Tensor | int
 ) -> torch.Tensor:
-    """Walker positions ``(M, d)``: ``walkers`` itself, or that many from the Hamiltonian's sampler
-    (in the dtype and on the device of ``log_psi``'s parameters when it has any).
+    """Walker positions ``(M, d)``: a copy of ``walkers``, or that many from the Hamiltonian's
+    sampler; in the dtype and on the device of ``log_psi``'s parameters when it has any.
 
     Raises:
         ValueError: A count below 2, or positions of the wrong shape or not finite.
@@ -215,6 +215,8 @@ def initial_walkers(
         )
     if not walkers.is_floating_point() or not bool(torch.isfinite(walkers).all()):
         raise ValueError("walkers: expected finite floating-point positions")
+    if param is not None:  # follow the trial state's dtype and device
+        return walkers.detach().to(dtype=dtype, device=device, copy=True)
     return walkers.detach().clone()
 
 

@@ -88,7 +88,7 @@ def variational_energy(
     num = len(state.x)
     series, squares = [], []
     shift = state.local_energy.mean()  # centre the squares: no cancellation for tiny variances
-    accepted = state.x.new_zeros(())
+    accepted = torch.zeros((), dtype=torch.long, device=state.x.device)
     with progress_bar(burn_in + steps, desc="variational", progress=progress, unit="step") as bar:
         for k in range(burn_in + steps):
             proposal, prob, _ = langevin_move(hamiltonian, log_psi, state, dt)

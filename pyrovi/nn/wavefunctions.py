@@ -18,8 +18,9 @@ Euler–Maruyama time-step bias (:func:`~pyrovi.models.variational_energy`,
 * everything else is smooth at the coincidence points: the network sees only
   ``s(r) = r²/(1 + r)`` of the electron–nucleus and electron–electron distances (Coulomb systems;
   ``s'(0) = 0``, so it cannot change the cusps and the local energy stays finite) or the squared
-  distances ``|r_i|²`` and ``|r_i − r_j|²`` (trapped particles), so ``ψ`` is rotation invariant
-  about every nucleus (the s-wave and Σ_g ground states here);
+  distances ``|r_i|²`` and ``|r_i − r_j|²`` (trapped particles), so ``ψ`` has the rotational
+  symmetry of the nuclei (spherical for an atom or a trap, axial for a diatomic molecule; the
+  exchange of two equal nuclei is not imposed);
 * ``φ(f) = tanh(A f + a)`` and ``χ(g) = tanh(B g + b')`` are summed over particles and pairs
   (permutation symmetric: the bosonic / singlet ground state), and ``ρ`` is a tanh network with
   ``depth`` hidden layers; ``ρ``'s output layer and ``c`` start at zero, so the initial ``ψ`` is
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from pyrovi._checks import check_finite, check_tensor
+from pyrovi._checks import check_finite, check_positive, check_tensor
 from pyrovi._validation import positive_int as _positive
 from pyrovi.nn.jets import Jet, jet_linear, jet_tanh
 
@@ -78,7 +79,7 @@ def log_psi_terms(
         )
     terms = getattr(log_psi, "local_terms", None)
     if terms is not None:
-        return terms(x)
+        return terms(x.detach())
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         value = log_psi(x)
@@ -137,6 +138,12 @@ class NeuralLogPsi(nn.Module):
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
             raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
         dtype = torch.get_default_dtype()
+        if (nuclei is None) != (charges is None):
+            raise ValueError(
+                "nuclei and charges go together: give both (M, dim) positions and (M,) charges, "
+                f"or neither; got charges={'None' if charges is None else 'a value'} and "
+                f"nuclei={'None' if nuclei is None else 'a value'}"
+            )
         if nuclei is None:
             nuclei, charges = torch.zeros(0, dim), torch.zeros(0)
         nuclei, charges = torch.as_tensor(nuclei), torch.as_tensor(charges)
@@ -151,7 +158,7 @@ class NeuralLogPsi(nn.Module):
         self.register_buffer("charges", charges.to(dtype).clone())
         self.coulomb = len(nuclei) > 0
         self.electron_cusp = check_finite("electron_cusp", electron_cusp, allow_none=True)
-        self.trap = check_finite("trap", trap, allow_none=True)
+        self.trap = check_positive("trap", trap, allow_none=True)
         # b = softplus(raw) starts at 1
         self.pade_raw = nn.Parameter(torch.tensor(0.5413248546129181))
         one_body = len(nuclei) if self.coulomb else 1
@@ -343,9 +350,13 @@ class GradientDrift(nn.Module):
 def log_psi_for(hamiltonian: Hamiltonian, width: int = 32, depth: int = 1) -> NeuralLogPsi:
     """A :class:`NeuralLogPsi` for ``hamiltonian``.
 
-    Coulomb systems get the electron–nucleus cusp factors of its nuclei and, for several
-    electrons, the pair factor with ``a = ½`` (spin singlet); other systems a harmonic factor
-    with the trap frequency (``params["omega"]``, default 1).
+    Coulomb systems (one or two electrons) get the electron–nucleus cusp factors of its nuclei
+    and, for two electrons, the pair factor with ``a = ½`` (spin singlet); other systems a
+    harmonic factor with the trap frequency (``params["omega"]``, default 1).
+
+    Raises:
+        ValueError: A Coulomb system of more than two electrons (its ground state is not
+            exchange symmetric).
 
     Args:
         hamiltonian: The system.
@@ -353,6 +364,12 @@ def log_psi_for(hamiltonian: Hamiltonian, width: int = 32, depth: int = 1) -> Ne
         depth: Hidden layers of ``ρ``.
     """
     if hamiltonian.interaction == "coulomb":
+        if hamiltonian.num_particles > 2:
+            raise ValueError(
+                f"log_psi_for: {hamiltonian.num_particles} electrons; NeuralLogPsi is symmetric "
+                "under exchange, the ground state only up to two electrons (a spin singlet). "
+                "More electrons need an antisymmetric (fixed-node) ansatz, not provided here"
+            )
         return NeuralLogPsi(
             hamiltonian.num_particles,
             hamiltonian.dim,

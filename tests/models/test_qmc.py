@@ -87,6 +87,7 @@ def test_poor_trial_state_variational_bias_is_the_closed_form():
     ham, alpha = hamiltonians.hydrogen(), 0.8
     est = variational_energy(ham, _poor_hydrogen(alpha), 1000, steps=800, burn_in=100, dt=0.2)
     exact = alpha**2 / 2 - alpha
+    # above E₀ by the closed-form (1 − α)²/2 = 0.02
     assert est.energy - ham.exact_energy == pytest.approx((1 - alpha) ** 2 / 2, abs=4 * est.stderr)
     assert abs(est.energy - exact) < 4 * est.stderr
     assert est.stderr < 1e-3
@@ -291,3 +292,101 @@ def test_autograd_terms_of_linear_and_constant_log_psi():
     assert grad.abs().max() == 0 and lap.abs().max() == 0
     with pytest.raises(TypeError, match="log_psi must be a callable"):
         log_psi_terms(3, x)
+
+
+def test_extrapolation_is_the_weighted_least_squares_line():
+    """Against the closed form: the 1/σ²-weighted line and its covariance (XᵀWX)⁻¹."""
+    from pyrovi.models.dmc import ProjectedEstimate, _fit_line
+
+    dts = [0.04, 0.02, 0.01]
+    energies = [-1.170, -1.1725, -1.1738]
+    errors = [0.001, 0.0005, 0.0008]
+    estimates = [
+        ProjectedEstimate(
+            energy=e,
+            stderr=s,
+            acceptance=1.0,
+            inefficiency=1.0,
+            num_walkers=10,
+            steps=10,
+            burn_in=0,
+            dt=d,
+            seconds=0.0,
+            effective_dt=d,
+            branchings=0,
+        )
+        for e, s, d in zip(energies, errors, dts)
+    ]
+    fit = _fit_line(estimates)
+    x = torch.tensor(dts, dtype=torch.float64)
+    y = torch.tensor(energies, dtype=torch.float64)
+    w = 1 / torch.tensor(errors, dtype=torch.float64) ** 2
+    sw, swx, swxx = w.sum(), (w * x).sum(), (w * x * x).sum()
+    swy, swxy = (w * y).sum(), (w * x * y).sum()
+    det = sw * swxx - swx**2
+    intercept = (swxx * swy - swx * swxy) / det
+    slope = (sw * swxy - swx * swy) / det
+    assert fit["energy"] == pytest.approx(float(intercept), rel=1e-12)
+    assert fit["slope"] == pytest.approx(float(slope), rel=1e-10)
+    assert fit["stderr"] == pytest.approx(math.sqrt(float(swxx / det)), rel=1e-10)
+    assert fit["slope_stderr"] == pytest.approx(math.sqrt(float(sw / det)), rel=1e-10)
+    resid = y - intercept - slope * x
+    assert fit["chi2"] == pytest.approx(float((w * resid**2).sum()), rel=1e-8)
+    assert "dt -> 0" in repr(fit)
+    assert fit.as_dict()["estimates"][0]["dt"] == 0.04
+
+
+def test_systematic_resampling_keeps_walkers_in_proportion_to_weights():
+    from pyrovi.models.dmc import _systematic_resample
+
+    torch.set_default_dtype(torch.float64)
+    weights = torch.tensor([0.0, 1.0, 3.0, 0.0, 4.0])
+    index = _systematic_resample(weights)
+    counts = torch.bincount(index, minlength=5)
+    assert counts.tolist() in ([0, 1, 2, 0, 2], [0, 0, 2, 0, 3], [0, 1, 1, 0, 3], [0, 0, 3, 0, 2])
+    assert (counts - 5 * weights / weights.sum()).abs().max() < 1  # systematic: off by < 1
+    assert counts[0] == 0 and counts[3] == 0
+
+
+def test_boundary_term_reaches_the_path_not_the_parameters():
+    """Training: B = log ψ(r_T) − log ψ(r₀) with the parameters of ψ held fixed."""
+    torch.set_default_dtype(torch.float64)
+    ham = hamiltonians.hydrogen()
+    drift = drift_for(ham, "gradient", width=8, depth=1)
+    gs = GroundState(ham, drift, 8, 0.1, 0.05)
+    path = torch.stack([gs.walkers, gs.walkers + 0.1], 1).requires_grad_(True)
+    boundary = gs._boundary(drift, path)
+    params = [p for p in drift.parameters()]
+    grads = torch.autograd.grad(boundary.sum(), [path, *params], allow_unused=True)
+    assert grads[0] is not None and grads[0].abs().sum() > 0
+    assert all(g is None for g in grads[1:])
+
+
+def test_walkers_follow_the_trial_state_dtype_and_more_bad_inputs():
+    torch.set_default_dtype(torch.float64)
+    ham = hamiltonians.helium()
+    log_psi = log_psi_for(ham, width=4)
+    est = variational_energy(ham, log_psi, ham.sample_init(8).float(), steps=2, burn_in=0)
+    assert est.walkers.dtype == torch.float64
+    with pytest.raises(ValueError, match="nuclei and charges go together"):
+        from pyrovi.nn import NeuralLogPsi
+
+        NeuralLogPsi(1, 3, nuclei=torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="trap must be"):
+        NeuralLogPsi(1, 2, trap=-1.0)
+    three = hamiltonians.Hamiltonian(
+        name="li",
+        num_particles=3,
+        dim=3,
+        potential=lambda x: x.sum(-1),
+        exact_energy=None,
+        sampler=lambda n, g: torch.randn(n, 9),
+        nuclei=torch.zeros(1, 3),
+        charges=torch.full((1,), 3.0),
+        interaction="coulomb",
+    )
+    with pytest.raises(ValueError, match="3 electrons"):
+        log_psi_for(three)
+    gs = GroundState(ham, GradientDrift(log_psi), 8, 0.1, 0.05)
+    with pytest.raises(ValueError, match="num_walkers or walkers, not both"):
+        gs.projected(4, walkers=gs.walkers)
