@@ -1070,6 +1070,61 @@ def sbi_cases() -> list[Case]:
     cases += _cases_from(
         "sbc_ranks", ("num_posterior_samples",), COUNT, lambda v: sbc(num_posterior_samples=v)
     )
+    from pyrovi.infer import expected_coverage, tarp
+
+    def coverage(check, sample=None, theta=None, y=None, **kw):
+        theta = torch.randn(20, 2) if theta is None else theta
+        y = torch.randn(20, 2) if y is None else y
+        sample = sample or (lambda yy, num: torch.randn(num, yy.shape[0], 2))
+        return check(sample, theta, y, **kw)
+
+    for entry, check in (("expected_coverage", expected_coverage), ("tarp", tarp)):
+        cases.append(
+            Case(
+                entry,
+                "sampler returns NaN",
+                lambda check=check: coverage(
+                    check, sample=lambda yy, num: torch.full((num, yy.shape[0], 2), float("nan"))
+                ),
+                ("sample", "NaN", "finite"),
+            )
+        )
+        cases.append(
+            Case(
+                entry,
+                "sampler returns (L, B, 3)",
+                lambda check=check: coverage(
+                    check, sample=lambda yy, num: torch.randn(num, yy.shape[0], 3)
+                ),
+                ("sample",),
+            )
+        )
+        cases += _cases_from(
+            entry,
+            ("num_posterior_samples",),
+            COUNT,
+            lambda v, check=check: coverage(check, num_posterior_samples=v),
+        )
+        cases += _cases_from(
+            entry,
+            ("levels",),
+            [("[0, 0.5]", [0.0, 0.5]), ("[1.5]", [1.5]), ("[]", [])],
+            lambda v, check=check: coverage(check, levels=v),
+        )
+    cases += _cases_from(
+        "tarp",
+        ("references",),
+        [("(3, 2)", torch.zeros(3, 2)), ("NaN", torch.full((20, 2), float("nan")))],
+        lambda v: coverage(tarp, references=v),
+    )
+    cases.append(
+        Case(
+            "expected_coverage",
+            "log_prob of the wrong shape",
+            lambda: coverage(expected_coverage, log_prob=lambda th, yy: th),
+            ("log_prob",),
+        )
+    )
     cases.append(
         Case(
             "c2st",

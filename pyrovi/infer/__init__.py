@@ -4,6 +4,13 @@ from pyrovi.infer.abc import ABCResult, abc_rejection
 from pyrovi.infer.ais import AISResult, ais_schedule, annealed_importance_sampling
 from pyrovi.infer.calibration import SBCResult, c2st, plot_sbc_ranks, sbc_ranks, sbc_uniformity
 from pyrovi.infer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pyrovi.infer.coverage import (
+    CoverageResult,
+    abc_sampler,
+    expected_coverage,
+    plot_coverage,
+    tarp,
+)
 from pyrovi.infer.distributed import DistributedError, init_distributed
 from pyrovi.infer.evidence import elbo, log_importance_weights, log_marginal_likelihood
 from pyrovi.infer.fit import FitResult, TrainingDivergedError, fit, load_into
@@ -46,4 +53,9 @@ __all__ = [
     "plot_sbc_ranks",
     "c2st",
     "SBCResult",
+    "expected_coverage",
+    "tarp",
+    "plot_coverage",
+    "abc_sampler",
+    "CoverageResult",
 ]

@@ -3,7 +3,7 @@ classifier two-sample test (C2ST)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,55 @@ class SBCResult:
     ranks: torch.Tensor
     num_posterior_samples: int
     p_values: torch.Tensor
+
+
+def posterior_draws(
+    sample: Callable[[torch.Tensor, int], torch.Tensor],
+    theta: torch.Tensor,
+    y: torch.Tensor,
+    num_posterior_samples: int,
+    batch_size: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Checked posterior draws for test simulations, batch by batch (no gradients).
+
+    Yields ``(theta_batch (B, D), y_batch (B, ...), draws (L, B, D))``, ``theta_batch`` on the
+    draws' device and dtype.
+
+    Raises:
+        TypeError: ``sample`` not callable; ``theta`` or ``y`` not tensors; ``sample`` returns
+            something other than a tensor.
+        ValueError: ``theta`` not ``(N, D)`` with N ≥ 1 and finite values, ``y`` without N rows;
+            a count that is not a positive integer; draws of the wrong shape or with NaN/inf
+            values (a NaN compares false and would be silently counted).
+    """
+    check_callable("sample", sample, "a callable sample(y_batch, L) -> (L, B, D) draws")
+    check_tensor("theta", theta, dim=2, nonempty=True, finite=True)
+    check_tensor("y", y)
+    if y.dim() == 0 or y.shape[0] != theta.shape[0]:
+        raise ValueError(
+            f"theta must be (N, D) and y (N, ...), got {tuple(theta.shape)} and {tuple(y.shape)}"
+        )
+    num_posterior_samples = check_int("num_posterior_samples", num_posterior_samples)
+    batch_size = check_int("batch_size", batch_size)
+    with torch.no_grad():
+        for i in range(0, len(theta), batch_size):
+            y_batch = y[i : i + batch_size]
+            draws = sample(y_batch, num_posterior_samples)
+            if not isinstance(draws, torch.Tensor):
+                raise TypeError(f"sample must return a tensor, got {type(draws).__name__}")
+            t = theta[i : i + batch_size].to(draws)
+            if draws.shape != (num_posterior_samples,) + t.shape:
+                raise ValueError(
+                    f"sample must return ({num_posterior_samples}, B, D) = "
+                    f"{(num_posterior_samples, *t.shape)}, got {tuple(draws.shape)}"
+                )
+            if draws.is_floating_point() and not all_finite(draws):
+                raise ValueError(
+                    f"sample returned NaN or infinite posterior draws for the data sets "
+                    f"{i}..{i + len(t) - 1}; calibration checks need finite draws (a NaN "
+                    "compares false and would count as rank 0)"
+                )
+            yield t, y_batch, draws
 
 
 def sbc_ranks(
@@ -63,35 +112,11 @@ def sbc_ranks(
             a count that is not a positive integer; draws of the wrong shape or with NaN/inf
             values (a rank among NaN draws would be 0, silently).
     """
-    check_callable("sample", sample, "a callable sample(y_batch, L) -> (L, B, D) draws")
-    check_tensor("theta", theta, dim=2, nonempty=True, finite=True)
-    check_tensor("y", y)
-    if y.dim() == 0 or y.shape[0] != theta.shape[0]:
-        raise ValueError(
-            f"theta must be (N, D) and y (N, ...), got {tuple(theta.shape)} and {tuple(y.shape)}"
-        )
-    num_posterior_samples = check_int("num_posterior_samples", num_posterior_samples)
-    batch_size = check_int("batch_size", batch_size)
     num_bins = check_optional_int("num_bins", num_bins)
-    ranks = []
-    with torch.no_grad():
-        for i in range(0, len(theta), batch_size):
-            draws = sample(y[i : i + batch_size], num_posterior_samples)
-            if not isinstance(draws, torch.Tensor):
-                raise TypeError(f"sample must return a tensor, got {type(draws).__name__}")
-            t = theta[i : i + batch_size].to(draws)
-            if draws.shape != (num_posterior_samples,) + t.shape:
-                raise ValueError(
-                    f"sample must return ({num_posterior_samples}, B, D) = "
-                    f"{(num_posterior_samples, *t.shape)}, got {tuple(draws.shape)}"
-                )
-            if draws.is_floating_point() and not all_finite(draws):
-                raise ValueError(
-                    f"sample returned NaN or infinite posterior draws for the data sets "
-                    f"{i}..{i + len(t) - 1}; SBC ranks need finite draws (a NaN compares false "
-                    "and would count as rank 0)"
-                )
-            ranks.append((draws < t).sum(0).cpu())
+    ranks = [
+        (draws < t).sum(0).cpu()
+        for t, _, draws in posterior_draws(sample, theta, y, num_posterior_samples, batch_size)
+    ]
     ranks_t = torch.cat(ranks)
     return SBCResult(
         ranks_t,
