@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pyrovi._checks import check_bool, check_probability
+from pyrovi._checks import check_bool, check_positive, check_probability
 from pyrovi._progress import progress_bar
 from pyrovi.diagnostics.blocking import blocking
 from pyrovi.models.hamiltonians import Hamiltonian
@@ -156,7 +156,7 @@ def projected_energy(
             proposal, prob, d2 = langevin_move(hamiltonian, log_psi, state, dt)
             moved += d2.sum()
             moved_accepted += (prob * d2).sum()
-            tau = dt * float(moved_accepted / moved)
+            tau = dt * moved_accepted / moved
             expected = prob * proposal.local_energy + (1 - prob) * state.local_energy
             accept = torch.rand_like(prob) < prob
             log_w = log_w - tau * 0.5 * (state.local_energy + expected)
@@ -225,8 +225,6 @@ def projected_extrapolation(
         raise TypeError(f"dts: expected a sequence of time steps, got {dts!r}") from err
     if len(set(dts)) < 2 or not all(math.isfinite(d) and d > 0 for d in dts):
         raise ValueError(f"dts: expected at least two distinct positive time steps, got {dts}")
-    from pyrovi._checks import check_positive
-
     time_per_dt = check_positive("time_per_dt", time_per_dt)
     burn_in_time = check_positive("burn_in_time", burn_in_time)
     start = initial_walkers(hamiltonian, log_psi, walkers)

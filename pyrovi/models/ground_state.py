@@ -62,6 +62,7 @@ from pyrovi.models.dmc import ProjectedExtrapolation, projected_extrapolation
 from pyrovi.models.hamiltonians import Hamiltonian
 from pyrovi.models.vmc import VariationalEstimate, variational_energy
 from pyrovi.nn.registration import registration_skipped
+from pyrovi.nn.wavefunctions import GradientDrift
 
 __all__ = [
     "GroundState",
@@ -242,20 +243,11 @@ def line_integral(
     return torch.einsum("k,k...->...", w, (v * delta).sum(-1))
 
 
-def _frozen(module: nn.Module) -> Drift:
-    """``module`` as a function of ``(t, x)`` whose parameters receive no gradient."""
+def _frozen(module: nn.Module) -> Callable[..., torch.Tensor]:
+    """``module`` as a function of its inputs (a drift's ``(t, x)``, a ``log ψ``'s ``x``) whose
+    parameters receive no gradient."""
     state = {k: p.detach() for k, p in module.named_parameters()}
-
-    def call(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(module, state, (t, x))
-
-    return call
-
-
-def _frozen_log_psi(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``log ψ`` with its parameters detached (no gradient reaches them)."""
-    state = {k: p.detach() for k, p in module.named_parameters()}
-    return lambda x: torch.func.functional_call(module, state, (x,))
+    return lambda *args: torch.func.functional_call(module, state, args)
 
 
 class GroundState(PyroModule):
@@ -383,7 +375,7 @@ class GroundState(PyroModule):
         if log_psi is not None:
             ends = torch.stack([path[..., -1, :], path[..., 0, :]])
             if torch.is_grad_enabled():  # parameters held fixed, as for the line integral
-                values = _frozen_log_psi(log_psi)(ends)
+                values = _frozen(log_psi)(ends)
             else:
                 values = log_psi(ends)
             return values[0] - values[1]
@@ -391,8 +383,6 @@ class GroundState(PyroModule):
 
     def _log_psi(self) -> nn.Module | None:
         """The ``log ψ`` of a :class:`~pyrovi.nn.GradientDrift` drift, else None."""
-        from pyrovi.nn.wavefunctions import GradientDrift
-
         drift = self._modules.get("drift")
         return drift.log_psi if isinstance(drift, GradientDrift) else None
 

@@ -55,6 +55,17 @@ def _distance(a: torch.Tensor) -> torch.Tensor:
     return (a * a).sum(-1).clamp_min(torch.finfo(a.dtype).tiny).sqrt()
 
 
+def _checked(value: object, x: torch.Tensor) -> torch.Tensor:
+    """``value`` if it is one ``log ψ`` per state of ``x`` ``(..., d)``, else a ValueError."""
+    if not isinstance(value, torch.Tensor) or value.shape != x.shape[:-1]:
+        got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(
+            f"log_psi must map states {tuple(x.shape)} to one value each, "
+            f"{tuple(x.shape[:-1])}, got {got}"
+        )
+    return value
+
+
 def log_psi_terms(
     log_psi: LogPsiFn, x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -82,13 +93,7 @@ def log_psi_terms(
         return terms(x.detach())
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        value = log_psi(x)
-        if not isinstance(value, torch.Tensor) or value.shape != x.shape[:-1]:
-            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise ValueError(
-                f"log_psi must map states {tuple(x.shape)} to one value each, "
-                f"{tuple(x.shape[:-1])}, got {got}"
-            )
+        value = _checked(log_psi(x), x)
         grad = None
         if value.requires_grad:
             (grad,) = torch.autograd.grad(value.sum(), x, create_graph=True, allow_unused=True)
@@ -330,15 +335,7 @@ class GradientDrift(nn.Module):
         with torch.enable_grad():
             if not x.requires_grad:
                 x = x.detach().requires_grad_(True)
-            value = self.log_psi(x)
-            if not isinstance(value, torch.Tensor) or value.shape != x.shape[:-1]:
-                got = (
-                    tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                )
-                raise ValueError(
-                    f"log_psi must map states {tuple(x.shape)} to one value each, "
-                    f"{tuple(x.shape[:-1])}, got {got}"
-                )
+            value = _checked(self.log_psi(x), x)
             if not value.requires_grad:  # log ψ constant in x
                 return torch.zeros_like(x)
             (grad,) = torch.autograd.grad(
