@@ -1019,6 +1019,111 @@ def sbi_cases() -> list[Case]:
         lambda v: trained().posterior(v).sample((5,)),
     )
 
+    from pyrovi.infer import NLE, ensemble_mcmc
+
+    def nle(**over):
+        kw = dict(flow="maf", num_layers=1, hidden_features=8)
+        kw.update(over)
+        return NLE(model, ["theta"], "y", **kw)
+
+    def trained_nle():
+        n = nle()
+        n.train(64, max_epochs=1, progress=False)
+        return n
+
+    cases += _cases_from(
+        "NLE",
+        ("params",),
+        [("['phi']", ["phi"]), ("'theta'", "theta"), ("[]", [])],
+        lambda v: NLE(model, v, "y").train(50, max_epochs=1, progress=False),
+    )
+    cases += _cases_from("NLE", ("flow",), [("'glow'", "glow"), ("3", 3)], lambda v: nle(flow=v))
+    cases += _cases_from(
+        "NLE.train", ("num_simulations",), COUNT, lambda v: nle().train(v, progress=False)
+    )
+    cases.append(
+        Case(
+            "NLE.likelihood",
+            "before train",
+            lambda: nle().likelihood(torch.zeros(2)).log_prob(torch.zeros(2)),
+            ("train",),
+        )
+    )
+    cases += _cases_from(
+        "NLE.likelihood",
+        ("theta",),
+        [
+            ("wrong size", torch.zeros(3)),
+            ("NaN", torch.full((2,), float("nan"))),
+            ("integer", torch.zeros(2, dtype=torch.long)),
+            ("mapping without the site", {"mu": torch.zeros(2)}),
+            ("list", [0.0, 0.0]),
+        ],
+        lambda v: trained_nle().likelihood(v).log_prob(torch.zeros(2)),
+    )
+    cases += _cases_from(
+        "NLE.likelihood",
+        ("value",),
+        [("wrong shape", torch.zeros(3)), ("list", [0.0, 0.0])],
+        lambda v: trained_nle().likelihood(torch.zeros(2)).log_prob(v),
+    )
+    cases += _cases_from(
+        "NLE.posterior",
+        ("y_obs",),
+        [
+            ("wrong shape", torch.zeros(3)),
+            ("NaN", torch.full((2,), float("nan"))),
+            ("3-d batch", torch.zeros(2, 2, 2)),
+        ],
+        lambda v: trained_nle().posterior(v).sample((5,)),
+    )
+    cases += _cases_from(
+        "NLE.posterior",
+        ("num_chains",),
+        COUNT,
+        lambda v: trained_nle().posterior(torch.zeros(2), num_chains=v).sample((5,)),
+    )
+    cases += _cases_from(
+        "NLE.train_rounds",
+        ("num_rounds",),
+        COUNT,
+        lambda v: nle().train_rounds(torch.zeros(2), v, 50, progress=False, max_epochs=1),
+    )
+    cases += _cases_from(
+        "NPE.train_rounds",
+        ("quantile",),
+        [("0", 0.0), ("1.5", 1.5), ("nan", float("nan"))],
+        lambda v: npe().train_rounds(torch.zeros(2), 2, 50, quantile=v, progress=False),
+    )
+    cases += _cases_from(
+        "NPE.train_rounds",
+        ("num_simulations",),
+        COUNT,
+        lambda v: npe().train_rounds(torch.zeros(2), 2, v, progress=False, max_epochs=1),
+    )
+    cases += _cases_from(
+        "ensemble_mcmc",
+        ("init",),
+        [
+            ("3 chains", torch.zeros(3, 2)),
+            ("NaN", torch.full((8, 2), float("nan"))),
+            ("1-d", torch.zeros(8)),
+        ],
+        lambda v: ensemble_mcmc(lambda x: -(x**2).sum(-1), v, 10, progress=False),
+    )
+    cases += _cases_from(
+        "ensemble_mcmc",
+        ("num_samples",),
+        COUNT,
+        lambda v: ensemble_mcmc(lambda x: -(x**2).sum(-1), torch.randn(8, 2), v, progress=False),
+    )
+    cases += _cases_from(
+        "ensemble_mcmc",
+        ("log_density",),
+        [("wrong output shape", lambda x: x.sum())],
+        lambda v: ensemble_mcmc(v, torch.randn(8, 2), 10, progress=False),
+    )
+
     def abc(**over):
         kw = dict(num_simulations=200, quantile=0.1)
         y = over.pop("y_obs", torch.zeros(2))

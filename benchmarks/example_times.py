@@ -45,6 +45,7 @@ RUNS: dict[str, tuple[str, list[str]]] = {
     "diagnostics": ("diagnostics.py", []),
     "ground_state": ("ground_state.py", []),
     "ricker": ("ricker.py", []),
+    "ricker_hierarchical": ("ricker_hierarchical.py", []),
     "diffusion_2d": ("diffusion_2d.py", []),
     "transition_paths": ("transition_paths.py", []),
     "model_families": ("model_families.py", []),

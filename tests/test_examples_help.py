@@ -22,6 +22,7 @@ EXAMPLES = (
     "diagnostics",
     "ground_state",
     "ricker",
+    "ricker_hierarchical",
     "diffusion_2d",
     "transition_paths",
     "model_families",

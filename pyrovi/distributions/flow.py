@@ -226,9 +226,8 @@ class NFlowsDistribution(TorchDistribution):
         if ctx is None:
             log_p = self.flow.log_prob(value.reshape(-1, self.features))
             return log_p.reshape(batch)
-        b = ctx.shape[0]
-        flat = value.reshape(-1, b, self.features)
-        reps = flat.shape[0]
-        ctx = ctx.unsqueeze(0).expand(reps, b, ctx.shape[-1]).reshape(reps * b, -1)
-        log_p = self.flow.log_prob(flat.reshape(reps * b, self.features), context=ctx)
+        # The context broadcasts against the value's batch (plates may expand it in any of its
+        # dimensions, not only in front): one context row per value row.
+        ctx = self.context.expand(batch + self.context.shape[-1:]).reshape(-1, ctx.shape[-1])
+        log_p = self.flow.log_prob(value.reshape(-1, self.features), context=ctx)
         return log_p.reshape(batch)

@@ -12,13 +12,17 @@ from pyrovi.infer.coverage import (
     tarp,
 )
 from pyrovi.infer.distributed import DistributedError, init_distributed
+from pyrovi.infer.ensemble import ensemble_mcmc
 from pyrovi.infer.evidence import elbo, log_importance_weights, log_marginal_likelihood
 from pyrovi.infer.fit import FitResult, TrainingDivergedError, fit, load_into
 from pyrovi.infer.free_bits import FreeBitsELBO
 from pyrovi.infer.handlers import data_scale, latent_scale
 from pyrovi.infer.losses import FastTrace_ELBO
+from pyrovi.infer.nle import NLE, LearnedLikelihood, NLEPosterior
 from pyrovi.infer.npe import NPE, NotTrainedError, NPEPosterior, NPETrainResult, simulate
 from pyrovi.infer.optim import default_adam
+from pyrovi.infer.rounds import RoundsResult
+from pyrovi.infer.simulation import TrainResult
 
 __all__ = [
     "DistributedError",
@@ -46,6 +50,12 @@ __all__ = [
     "NPEPosterior",
     "NPETrainResult",
     "simulate",
+    "NLE",
+    "LearnedLikelihood",
+    "NLEPosterior",
+    "RoundsResult",
+    "TrainResult",
+    "ensemble_mcmc",
     "abc_rejection",
     "ABCResult",
     "sbc_ranks",

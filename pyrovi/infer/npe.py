@@ -1,50 +1,44 @@
-"""Neural posterior estimation (NPE): amortized simulation-based inference with conditional flows.
+"""Neural posterior estimation (NPE): amortized simulation-based inference with conditional flows,
+in one round or in truncated sequential rounds (TSNPE).
 
 A conditional normalizing flow ``q_φ(θ | y)`` is fitted by maximizing ``Σ log q_φ(θ_i | y_i)``
 over pairs ``(θ_i, y_i) ~ p(θ) p(y | θ)`` simulated from a Pyro model; that maximizes
 ``E_{p(y)}[−KL(p(θ | y) ‖ q_φ(θ | y))]`` up to a constant, so ``q_φ(θ | y_o)`` approximates the
 posterior of any data set ``y_o`` in one forward pass (Papamakarios & Murray 2016; Greenberg et
-al. 2019).
+al. 2019). Truncated sequential NPE (Deistler et al. 2022) spends later rounds' simulations on the
+prior truncated to the current posterior's highest-probability region: the prior is unchanged
+inside the region, so the same loss needs no proposal correction.
 
-Training uses its own short loop on ``flow.log_prob`` rather than :func:`pyrovi.infer.fit`: NPE
-needs early stopping on a validation split with the best parameters restored (``fit`` records the
-best epoch but trains all epochs), and its per-step Pyro tracing would be pure overhead for a
-model whose only site is observed.
+The simulation, summaries, training loop, saving and loading are shared with
+:class:`~pyrovi.infer.NLE` (:mod:`pyrovi.infer.simulation`).
 """
 
 from __future__ import annotations
 
-import math
-import os
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import pyro
 import pyro.distributions as dist
 import torch
 from nflows.distributions import StandardNormal
 from nflows.flows import Flow
 from nflows.transforms import CompositeTransform
-from pyro.distributions import constraints
 from pyro.distributions.transforms import AffineTransform
-from pyro.infer import Predictive
 from torch import nn
-from torch.distributions import biject_to
-from torch.distributions.transforms import Transform
 
-from pyrovi._checks import check_bool, check_int, check_positive, check_probability, check_tensor
-from pyrovi._progress import progress_bar
+from pyrovi._checks import check_bool, check_int, check_probability
 from pyrovi._validation import positive_int as _positive_int
 from pyrovi.distributions import NFlowsDistribution
 from pyrovi.distributions.elementwise_affine import ElementwiseAffine
-from pyrovi.distributions.flow_layers import FLOW_KINDS, flow_layers
-from pyrovi.infer import checkpoint as _checkpoint
-from pyrovi.infer.checkpoint import load_checkpoint, save_checkpoint
-from pyrovi.infer.distributed import DistributedContext, init_distributed, shard_bounds
-from pyrovi.infer.grad_buckets import overlaps_on
-from pyrovi.infer.optim import default_adam
+from pyrovi.distributions.flow_layers import flow_layers
+from pyrovi.infer.rounds import RoundsResult, run_rounds, truncated_prior_draws
+from pyrovi.infer.simulation import (
+    ConstrainTransform,
+    NotTrainedError,
+    SimulationEstimator,
+    TrainResult,
+    simulate,
+)
 from pyrovi.nn.embedding import Standardize, embedding_net
 
 __all__ = [
@@ -56,173 +50,9 @@ __all__ = [
     "ConstrainTransform",
 ]
 
-
-class NotTrainedError(RuntimeError):
-    """An :class:`NPE` asked for its posterior before :meth:`NPE.train` (or a trained
-    :meth:`NPE.load`): its flow is still at its random initialization."""
-
-
-# --------------------------------------------------------------------------- simulation
-
-#: Entries every checkpoint written by :meth:`NPE.save` has.
-_NPE_ENTRIES = ("config", "state", "trained", "theta_dim", "summary_dim")
-
-
-def _differences(state: dict, npe: NPE) -> list[str]:
-    """What a checkpoint was saved for that the rebuilt estimator does not match."""
-    out = []
-    if state["theta_dim"] != npe.theta_dim:
-        out.append(f"saved for {state['theta_dim']} parameters, the model has {npe.theta_dim}")
-    if state["summary_dim"] != npe.summary_dim:
-        out.append(
-            f"saved for {state['summary_dim']} summaries, the model (and summary) give "
-            f"{npe.summary_dim}"
-        )
-    if "sizes" in state and list(state["sizes"]) != list(npe.sizes):
-        out.append(f"parameter sizes {list(state['sizes'])} saved, {list(npe.sizes)} now")
-    if "data_shape" in state and list(state["data_shape"]) != list(npe.data_shape):
-        out.append(f"data shape {tuple(state['data_shape'])} saved, {tuple(npe.data_shape)} now")
-    if "supports" in state and list(state["supports"]) != [str(c) for c in npe.supports]:
-        out.append(
-            f"parameter supports {list(state['supports'])} saved, "
-            f"{[str(c) for c in npe.supports]} now"
-        )
-    return out
-
-
-def _check_sites(model: Any, params: Any, observed: Any) -> None:
-    """A callable model, a non-empty list of parameter site names and an observed site name."""
-    if not callable(model):
-        raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
-    if isinstance(params, str) or not params or not all(isinstance(p, str) for p in params):
-        raise ValueError(f"params must be a non-empty list of site names, got {params!r}")
-    if not isinstance(observed, str):
-        raise ValueError(f"observed must be a site name, got {observed!r}")
-
-
-def simulate(
-    model: Callable,
-    params: Sequence[str],
-    observed: str,
-    num_simulations: int,
-    *,
-    batch_size: int = 1000,
-    model_args: tuple = (),
-    model_kwargs: dict | None = None,
-    progress: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw ``(θ, y) ~ p(θ) p(y | θ)`` from a Pyro model with ``Predictive`` in vectorized batches.
-
-    Args:
-        model: Pyro model; called as ``model(*model_args, **model_kwargs)`` with the observed site
-            unconditioned. Runs on the device of its tensors (move a ``PyroModule`` with ``.to``).
-        params: Names of the parameter sites. Each must have event shape ``()`` or ``(k,)``.
-        observed: Name of the observed (simulated-data) site.
-        num_simulations: N.
-        batch_size: Simulations per ``Predictive(..., parallel=True)`` call.
-        model_args: Positional arguments of the model.
-        model_kwargs: Keyword arguments of the model.
-        progress: Show a tqdm bar over the simulations (only when stderr is a terminal).
-
-    Returns:
-        ``theta`` of shape ``(N, D)`` (the parameter sites flattened and concatenated in the order
-        of ``params``) and ``y`` of shape ``(N,) + data shape``.
-    """
-    num_simulations = _positive_int("num_simulations", num_simulations)
-    batch_size = _positive_int("batch_size", batch_size)
-    check_bool("progress", progress)
-    _check_sites(model, params, observed)
-    kwargs = model_kwargs or {}
-    sites = [*params, observed]
-    thetas, ys = [], []
-    done = 0
-    with progress_bar(
-        num_simulations, desc="NPE simulations", progress=progress, unit="sim", leave=False
-    ) as bar:
-        while done < num_simulations:
-            b = min(batch_size, num_simulations - done)
-            out = Predictive(model, num_samples=b, parallel=True, return_sites=sites)(
-                *model_args, **kwargs
-            )
-            missing = [s for s in sites if s not in out]
-            if missing:
-                raise ValueError(f"model has no sample sites {missing} (params/observed)")
-            thetas.append(torch.cat([out[p].reshape(b, -1) for p in params], -1))
-            ys.append(out[observed])
-            done += b
-            bar.update(b)
-    return torch.cat(thetas), torch.cat(ys)
-
-
-# --------------------------------------------------------------------------- constrained space
-
-
-class _StackedSupport(constraints.Constraint):
-    """The product of per-slice supports of a concatenated parameter vector."""
-
-    event_dim = 1
-
-    def __init__(self, supports: Sequence[constraints.Constraint], sizes: Sequence[int]) -> None:
-        self.supports, self.sizes = list(supports), list(sizes)
-        super().__init__()
-
-    def check(self, value: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        ok = []
-        for support, part in zip(self.supports, value.split(self.sizes, -1), strict=True):
-            c = support.check(part)
-            ok.append(c.reshape(*part.shape[:-1], -1).all(-1) if c.dim() == part.dim() else c)
-        return torch.stack(ok, -1).all(-1)
-
-
-class ConstrainTransform(Transform):
-    """Maps a concatenated unconstrained vector to the parameters' supports, slice by slice.
-
-    Slice ``i`` (``sizes[i]`` entries) goes through ``biject_to(supports[i])``; the log-det is
-    summed over the vector (``event_dim = 1``).
-
-    Args:
-        supports: Support of each parameter site.
-        sizes: Number of entries of each site.
-    """
-
-    bijective = True
-    domain = constraints.real_vector
-
-    def __init__(self, supports: Sequence[constraints.Constraint], sizes: Sequence[int]) -> None:
-        super().__init__(cache_size=1)
-        self.supports, self.sizes = list(supports), [int(s) for s in sizes]
-        self.transforms = [biject_to(s) for s in self.supports]
-        self._codomain = _StackedSupport(self.supports, self.sizes)
-
-    @constraints.dependent_property(is_discrete=False, event_dim=1)
-    def codomain(self) -> constraints.Constraint:  # noqa: D102
-        return self._codomain
-
-    def _call(self, u: torch.Tensor) -> torch.Tensor:
-        parts = u.split(self.sizes, -1)
-        return torch.cat([t(p) for t, p in zip(self.transforms, parts, strict=True)], -1)
-
-    def _inverse(self, x: torch.Tensor) -> torch.Tensor:
-        parts = x.split(self.sizes, -1)
-        return torch.cat([t.inv(p) for t, p in zip(self.transforms, parts, strict=True)], -1)
-
-    def log_abs_det_jacobian(self, u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        total = torch.zeros(u.shape[:-1], dtype=u.dtype, device=u.device)
-        for t, a, b in zip(
-            self.transforms, u.split(self.sizes, -1), x.split(self.sizes, -1), strict=True
-        ):
-            ld = t.log_abs_det_jacobian(a, b)
-            if ld.dim() == a.dim():
-                ld = ld.sum(-1)
-            total = total + ld
-        return total
-
-    def with_cache(self, cache_size: int = 1) -> ConstrainTransform:  # noqa: D102
-        return (
-            self
-            if cache_size == self._cache_size
-            else ConstrainTransform(self.supports, self.sizes)
-        )
+#: What :meth:`NPE.train` returns (the name :class:`~pyrovi.infer.simulation.TrainResult` had
+#: before NLE shared it).
+NPETrainResult = TrainResult
 
 
 class NPEPosterior(dist.TransformedDistribution):
@@ -266,37 +96,10 @@ class NPEPosterior(dist.TransformedDistribution):
         }
 
 
-# --------------------------------------------------------------------------- training result
-
-
-@dataclass
-class NPETrainResult:
-    """What :meth:`NPE.train` returns.
-
-    Attributes:
-        history: Per-epoch ``train_loss`` and ``val_loss`` (mean ``−log q(u | y)`` of the
-            standardized unconstrained parameters, nats).
-        epochs: Epochs run.
-        best_epoch: Epoch (1-based) with the lowest validation loss (its parameters are kept).
-        best_val_loss: That loss.
-        num_simulations: Simulations used (after dropping non-finite ones).
-        num_dropped: Simulations dropped for non-finite parameters or summaries.
-        timings: ``simulation_s``, ``summary_s``, ``train_s`` (wall seconds).
-    """
-
-    history: dict[str, list[float]] = field(default_factory=dict)
-    epochs: int = 0
-    best_epoch: int = 0
-    best_val_loss: float = math.inf
-    num_simulations: int = 0
-    num_dropped: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
-
-
 # --------------------------------------------------------------------------- NPE
 
 
-class NPE:
+class NPE(SimulationEstimator):
     """Neural posterior estimation for a Pyro simulator model.
 
     The pipeline is ``y -> summary(y) -> standardize -> embedding net -> context`` and
@@ -329,6 +132,8 @@ class NPE:
         model_args: Positional arguments for ``model``.
     """
 
+    name = "NPE"
+
     def __init__(
         self,
         model: Callable,
@@ -347,57 +152,17 @@ class NPE:
         device: Any = None,
         model_args: tuple = (),
     ) -> None:
-        _check_sites(model, params, observed)
-        if flow not in FLOW_KINDS:
-            raise ValueError(f"flow must be one of {FLOW_KINDS}, got {flow!r}")
-        if summary is not None and not callable(summary):
-            raise ValueError(f"summary must be callable or None, got {summary!r}")
-        self.model, self.params, self.observed = model, list(params), observed
-        self.summary, self.model_args = summary, tuple(model_args)
-        self.device = torch.device(device) if device is not None else self._model_device()
-        if isinstance(model, nn.Module):
-            model.to(self.device)
-        if isinstance(summary, nn.Module):
-            summary.to(self.device)
-
-        with torch.no_grad(), pyro.poutine.block():
-            trace = pyro.poutine.trace(model).get_trace(*self.model_args)
-        missing = [
-            n
-            for n in [*self.params, observed]
-            if n not in trace.nodes or trace.nodes[n]["type"] != "sample"
-        ]
-        if missing:
-            raise ValueError(f"params/observed: the model has no sample sites {missing}")
-        self.supports, self.sizes = [], []
-        for name in self.params:
-            site = trace.nodes[name]
-            shape = site["value"].shape
-            if len(shape) > 1:
-                raise ValueError(
-                    f"params: site {name!r} has shape {tuple(shape)}; only () or (k,) are supported"
-                )
-            self.supports.append(site["fn"].support)
-            self.sizes.append(int(math.prod(shape)))
-        self.theta_dim = sum(self.sizes)
-        self.data_shape = tuple(trace.nodes[observed]["value"].shape)
-        s = self._summarize(trace.nodes[observed]["value"].unsqueeze(0).float())
-        if s.dim() != 2:
-            raise ValueError(
-                f"summary(y) must be a vector per simulation, got shape {tuple(s.shape[1:])} for "
-                f"data of shape {self.data_shape}; pass a summary function or flatten the data"
-            )
-        self.summary_dim = int(s.shape[-1])
+        settings = self._flow_settings(flow, num_layers, hidden_features, num_bins)
+        super().__init__(
+            model, params, observed, summary=summary, device=device, model_args=model_args
+        )
         self.config = {
             "params": self.params,
             "observed": observed,
             "embedding": embedding if isinstance(embedding, str) else None,
             "embedding_features": check_int("embedding_features", embedding_features),
             "embedding_hidden": check_int("embedding_hidden", embedding_hidden),
-            "flow": flow,
-            "num_layers": _positive_int("num_layers", num_layers),
-            "hidden_features": _positive_int("hidden_features", hidden_features),
-            "num_bins": _positive_int("num_bins", num_bins),
+            **settings,
             "affine": check_bool("affine", affine),
         }
         embed, context_dim = embedding_net(
@@ -418,267 +183,48 @@ class NPE:
                 "theta_standardize": Standardize((self.theta_dim,)),
             }
         ).to(self.device)
-        self.constrain = ConstrainTransform(self.supports, self.sizes)
-        self.trained = False
 
-    # ------------------------------------------------------------------ helpers
-
-    def _model_device(self) -> torch.device:
-        if isinstance(self.model, nn.Module):
-            for t in (*self.model.parameters(), *self.model.buffers()):
-                return t.device
-        return torch.device("cpu")
-
-    def _summarize(self, y: torch.Tensor) -> torch.Tensor:
-        s = y if self.summary is None else self.summary(y)
-        return s.to(torch.get_default_dtype()) if not s.is_floating_point() else s
-
-    def summarize(self, y: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
-        """``summary(y)`` for ``y`` of shape ``(N,) + data shape``, in chunks: ``(N, S)``."""
-        batch_size = _positive_int("batch_size", batch_size)
-        with torch.no_grad():
-            parts = [
-                self._summarize(y[i : i + batch_size].to(self.device))
-                for i in range(0, len(y), batch_size)
-            ]
-        return torch.cat(parts).float()
-
-    def unconstrain(self, theta: torch.Tensor) -> torch.Tensor:
-        """Constrained ``(..., D)`` parameters to unconstrained space (inverse ``biject_to``)."""
-        return self.constrain.inv(theta)
-
-    def simulate(
-        self, num_simulations: int, batch_size: int = 1000, *, progress: bool = True
+    def _training_data(
+        self, theta: torch.Tensor, u: torch.Tensor, s: torch.Tensor, train_idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(θ, y)`` from the model's prior predictive: ``(N, D)`` and ``(N,) + data shape``.
-
-        Args:
-            num_simulations: N.
-            batch_size: Simulations per ``Predictive`` call.
-            progress: Show a tqdm bar (only when stderr is a terminal).
-        """
-        return simulate(
-            self.model,
-            self.params,
-            self.observed,
-            num_simulations,
-            batch_size=batch_size,
-            model_args=self.model_args,
-            progress=progress,
-        )
-
-    # ------------------------------------------------------------------ training
-
-    def train(
-        self,
-        num_simulations: int | None = None,
-        *,
-        theta: torch.Tensor | None = None,
-        y: torch.Tensor | None = None,
-        simulation_batch_size: int = 1000,
-        validation_fraction: float = 0.1,
-        batch_size: int = 200,
-        lr: float = 5e-4,
-        max_epochs: int = 1000,
-        patience: int = 20,
-        clip_norm: float | None = 5.0,
-        progress: bool = True,
-        seed: int | None = None,
-        distributed: bool = False,
-    ) -> NPETrainResult:
-        """Simulate (or take) training pairs and fit the flow by maximum likelihood.
-
-        The pairs are split at random into training and validation sets; after each epoch the
-        validation loss ``−mean log q(u | y)`` is computed and training stops once it has not
-        improved for ``patience`` epochs; the parameters of the best epoch are restored. Calling
-        ``train`` again continues from the current parameters on new simulations (the
-        standardizations are refitted only on the first call).
-
-        Args:
-            num_simulations: Simulations to draw from the model (or pass ``theta`` and ``y``).
-            theta: Precomputed parameters ``(N, D)`` in the constrained space.
-            y: Precomputed data ``(N,) + data shape``.
-            simulation_batch_size: Simulations per ``Predictive`` call.
-            validation_fraction: Fraction held out for early stopping (at least one pair).
-            batch_size: Minibatch size.
-            lr: Adam learning rate.
-            max_epochs: Upper bound on epochs.
-            patience: Epochs without validation improvement before stopping.
-            clip_norm: Gradient-norm clipping (None: off).
-            progress: Show tqdm bars over the simulations and the epochs (only when stderr is a
-                terminal; on rank 0 only when ``distributed``).
-            seed: Seeds simulation, the split, initialization order and shuffling.
-            distributed: Data-parallel over the processes of ``torch.distributed`` (as
-                :func:`pyrovi.infer.fit` with ``distributed=True``): each process simulates its
-                share of ``num_simulations`` (seed ``seed + rank``) and all processes gather the
-                whole set; every minibatch is split across processes and the gradients are
-                averaged, so all processes hold the same flow. Call on every process with the
-                same arguments.
-
-        Returns:
-            :class:`NPETrainResult`.
-        """
-        if (theta is None) != (y is None):
-            raise ValueError("theta and y must be given together")
-        if theta is None and num_simulations is None:
-            raise ValueError("pass num_simulations, or theta and y")
-        if theta is not None and num_simulations is not None:
-            raise ValueError("pass either num_simulations or theta and y, not both")
-        validation_fraction = check_probability("validation_fraction", validation_fraction)
-        batch_size = _positive_int("batch_size", batch_size)
-        max_epochs = _positive_int("max_epochs", max_epochs)
-        patience = _positive_int("patience", patience)
-        simulation_batch_size = _positive_int("simulation_batch_size", simulation_batch_size)
-        check_bool("progress", progress)
-        check_bool("distributed", distributed)
-        lr = check_positive("lr", lr)
-        clip_norm = check_positive("clip_norm", clip_norm, allow_none=True)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-        if num_simulations is not None:
-            num_simulations = _positive_int("num_simulations", num_simulations)
-        if theta is not None:
-            check_tensor("theta", theta)
-            check_tensor("y", y)
-            if theta.dim() == 0 or y.dim() == 0 or theta.shape[0] != y.shape[0]:
-                raise ValueError(
-                    f"theta and y must hold the same simulations (one row each): theta has shape "
-                    f"{tuple(theta.shape)}, y {tuple(y.shape)}"
-                )
-        shard = None
-        if distributed:
-            init_distributed(device=self.device)
-            shard = DistributedContext.from_process_group()
-        if seed is not None:
-            pyro.set_rng_seed(seed if shard is None else seed + shard.rank)
-        result = NPETrainResult(history={"train_loss": [], "val_loss": []})
-        t0 = time.perf_counter()
-        if theta is None:
-            if shard is None:
-                theta, y = self.simulate(num_simulations, simulation_batch_size, progress=progress)
-            else:
-                lo, hi = shard_bounds(
-                    0, _positive_int("num_simulations", num_simulations), shard.rank, shard.world
-                )
-                theta, y = self.simulate(
-                    max(hi - lo, 1), simulation_batch_size, progress=progress and shard.is_main
-                )
-                theta, y = shard.gather_rows(theta[: hi - lo]), shard.gather_rows(y[: hi - lo])
-        theta = theta.to(self.device)
-        if theta.dim() != 2 or theta.shape[-1] != self.theta_dim:
-            raise ValueError(
-                f"theta must have shape (N, {self.theta_dim}), got {tuple(theta.shape)}"
-            )
-        if tuple(y.shape[1:]) != self.data_shape or y.shape[0] != theta.shape[0]:
-            raise ValueError(
-                f"y must have shape ({theta.shape[0]}, *{self.data_shape}), got {tuple(y.shape)}"
-            )
-        result.timings["simulation_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        s = self.summarize(y)
-        u = self.unconstrain(theta.float())
-        ok = torch.isfinite(s).all(-1) & torch.isfinite(u).all(-1)
-        result.num_dropped = int((~ok).sum())
-        s, u = s[ok], u[ok]
-        n = s.shape[0]
-        if n < 2:
-            raise ValueError(f"need at least 2 simulations with finite summaries, got {n}")
-        result.num_simulations = n
-        result.timings["summary_s"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        split_seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
-        if shard is not None:
-            split_seed = shard.broadcast_int(split_seed, self.device)
-        generator = torch.Generator().manual_seed(split_seed)
-        perm = torch.randperm(n, generator=generator).to(self.device)
-        n_val = max(1, int(round(validation_fraction * n)))
-        val_idx, train_idx = perm[:n_val], perm[n_val:]
-        flow = self.net["flow"]
+        """The flow models the standardized unconstrained parameters given the summaries."""
         if not self.trained:
-            flow._embedding_net[0].fit(s[train_idx])
+            self.net["flow"]._embedding_net[0].fit(s[train_idx])
             self.net["theta_standardize"].fit(u[train_idx])
-        z = self.net["theta_standardize"](u)
-        s_train, z_train, s_val, z_val = s[train_idx], z[train_idx], s[val_idx], z[val_idx]
-        params = [p for p in flow.parameters() if p.requires_grad]
-        if shard is not None:
-            shard.broadcast_parameters(params)
-        opt = default_adam(params, lr)
-        best_state = {k: v.detach().clone() for k, v in flow.state_dict().items()}
-        best, since = math.inf, 0
-        show = progress and (shard is None or shard.is_main)
-        bar = progress_bar(max_epochs, desc="NPE epochs", progress=show, unit="epoch")
-        n_train = len(train_idx)
-        try:
-            for epoch in range(max_epochs):
-                flow.train()
-                order = torch.randperm(n_train, generator=generator).to(self.device)
-                total = 0.0
-                for i in range(0, n_train, batch_size):
-                    idx = order[i : i + batch_size]
-                    if shard is not None:  # this process's part of the minibatch
-                        full = len(idx)
-                        a, b = shard_bounds(0, full, shard.rank, shard.world)
-                        idx = idx[a:b]
-                    if shard is not None:
-                        shard.begin_step(params, len(idx), overlap=overlaps_on(self.device))
-                    else:
-                        opt.zero_grad(set_to_none=True)
-                    if len(idx):
-                        loss = -flow.log_prob(z_train[idx], context=s_train[idx]).mean()
-                        loss.backward()
-                        value = loss.item()
-                    else:
-                        value = 0.0
-                    if shard is not None:
-                        value = shard.reduce_step(params, value, len(idx))
-                        idx = order[i : i + full]
-                    if clip_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(flow.parameters(), clip_norm)
-                    opt.step()
-                    total += value * len(idx)
-                flow.eval()
-                with torch.no_grad():
-                    val = (
-                        -sum(
-                            float(
-                                flow.log_prob(
-                                    z_val[i : i + 4096], context=s_val[i : i + 4096]
-                                ).sum()
-                            )
-                            for i in range(0, n_val, 4096)
-                        )
-                        / n_val
-                    )
-                train_loss = total / n_train
-                if not math.isfinite(train_loss):
-                    raise FloatingPointError(
-                        f"NPE training loss is {train_loss} at epoch {epoch + 1}"
-                    )
-                result.history["train_loss"].append(train_loss)
-                result.history["val_loss"].append(val)
-                result.epochs = epoch + 1
-                if val < best:
-                    best, since = val, 0
-                    result.best_epoch, result.best_val_loss = epoch + 1, val
-                    best_state = {k: v.detach().clone() for k, v in flow.state_dict().items()}
-                else:
-                    since += 1
-                bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val:.3f}", best=f"{best:.3f}")
-                bar.update(1)
-                if since >= patience:
-                    break
-        finally:
-            bar.close()
-            if shard is not None:
-                shard.close()
-        flow.load_state_dict(best_state)
-        flow.eval()
-        self.trained = True
-        result.timings["train_s"] = time.perf_counter() - t0
-        return result
+        return self.net["theta_standardize"](u), s
 
-    # ------------------------------------------------------------------ posterior
+    @classmethod
+    def _rebuild(
+        cls,
+        model: Callable,
+        params: list,
+        observed: str,
+        cfg: dict,
+        embedding: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> NPE:
+        if cfg.get("embedding") is None and embedding is None:
+            raise ValueError("embedding: this NPE used a custom embedding module; pass it to load")
+        emb = embedding if embedding is not None else cfg["embedding"]
+        cfg = {k: v for k, v in cfg.items() if k != "embedding"}
+        return cls(model, params, observed, embedding=emb, **kwargs, **cfg)
+
+    def _observed_summaries(self, y_obs: torch.Tensor) -> torch.Tensor:
+        """Checked summaries ``(S,)`` or ``(B, S)`` of one data set or a batch."""
+        if not isinstance(y_obs, torch.Tensor):
+            raise TypeError(f"y_obs must be a tensor, got {type(y_obs).__name__}")
+        shape = tuple(y_obs.shape)
+        if shape == self.data_shape:
+            s = self.summarize(y_obs.unsqueeze(0)).squeeze(0)
+        elif shape[1:] == self.data_shape:
+            s = self.summarize(y_obs)
+        else:
+            raise ValueError(
+                f"y_obs must have shape {self.data_shape} or (B, *{self.data_shape}), got {shape}"
+            )
+        if not torch.isfinite(s).all():
+            raise ValueError("y_obs gives non-finite summary statistics")
+        return s
 
     def posterior(self, y_obs: torch.Tensor) -> NPEPosterior:
         """``q(θ | y_obs)`` over the constrained parameters (event shape ``(D,)``).
@@ -696,125 +242,89 @@ class NPE:
             NotTrainedError: (a ``RuntimeError``) The estimator has not been trained (nor
                 loaded trained).
         """
-        if not isinstance(y_obs, torch.Tensor):
-            raise TypeError(f"y_obs must be a tensor, got {type(y_obs).__name__}")
-        shape = tuple(y_obs.shape)
-        if shape == self.data_shape:
-            s = self.summarize(y_obs.unsqueeze(0)).squeeze(0)
-        elif shape[1:] == self.data_shape:
-            s = self.summarize(y_obs)
-        else:
-            raise ValueError(
-                f"y_obs must have shape {self.data_shape} or (B, *{self.data_shape}), got {shape}"
-            )
-        if not torch.isfinite(s).all():
-            raise ValueError("y_obs gives non-finite summary statistics")
-        if not self.trained:
-            raise NotTrainedError(
-                "NPE.posterior: the estimator is not trained (its flow is at its random "
-                "initialization); call train() or NPE.load(...) first"
-            )
+        s = self._observed_summaries(y_obs)
+        self._check_trained("posterior")
         std = self.net["theta_standardize"]
         base = NFlowsDistribution(self.net["flow"], s, features=self.theta_dim)
         affine = AffineTransform(std.mean, std.std, event_dim=1)
         return NPEPosterior(base, [affine, self.constrain], self.params, self.sizes)
 
-    # ------------------------------------------------------------------ save / load
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the configuration and the networks' state (standardizations included)."""
-        save_checkpoint(
-            path,
-            {
-                "config": self.config,
-                "state": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-                "trained": self.trained,
-                "theta_dim": self.theta_dim,
-                "summary_dim": self.summary_dim,
-                "sizes": list(self.sizes),
-                "data_shape": list(self.data_shape),
-                "supports": [str(c) for c in self.supports],
-            },
-        )
-
-    @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike,
-        model: Callable,
+    def train_rounds(
+        self,
+        y_obs: torch.Tensor,
+        num_rounds: int,
+        num_simulations: int,
         *,
-        summary: Callable | None = None,
-        embedding: nn.Module | None = None,
-        device: Any = None,
-        model_args: tuple = (),
-    ) -> NPE:
-        """Rebuild an :class:`NPE` saved by :meth:`save` for the same model.
+        quantile: float = 1e-4,
+        num_threshold_samples: int = 10_000,
+        max_proposals: int | None = None,
+        progress: bool = True,
+        seed: int | None = None,
+        **train_kwargs: Any,
+    ) -> RoundsResult:
+        """Truncated sequential NPE (TSNPE) for one observed data set.
+
+        Round 1 simulates ``num_simulations`` pairs from the prior. Each later round simulates
+        ``num_simulations`` pairs from the prior truncated to the current posterior's
+        highest-probability region ``{θ : q(θ | y_obs) ≥ τ}``, where ``τ`` is the ``quantile``
+        of ``log q`` over ``num_threshold_samples`` draws of ``q(· | y_obs)`` (so the region holds
+        about ``1 − quantile`` of the posterior mass), by rejection from the prior predictive;
+        then the flow is trained further on all pairs so far with the usual NPE loss. Inside the
+        region the truncated prior equals the prior up to a constant, so no proposal correction
+        is needed (Deistler, Gonçalves & Macke 2022). The estimator stays amortized in form but
+        is accurate only near ``y_obs`` afterwards.
 
         Args:
-            path: File written by :meth:`save`.
-            model: The simulator model it was trained for.
-            summary: The same summary function, if one was used.
-            embedding: The embedding module, if a custom one was used (its weights are restored).
-            device: Device to load onto.
-            model_args: Model arguments.
+            y_obs: The observed data set (the observed site's shape).
+            num_rounds: Rounds (1: plain NPE).
+            num_simulations: Accepted simulations per round (the per-round budget).
+            quantile: Posterior mass left outside the truncated region.
+            num_threshold_samples: Posterior draws that set the threshold.
+            max_proposals: Prior draws allowed per round before giving up (default
+                ``1000 × num_simulations``).
+            progress: Progress bars.
+            seed: Seeds every round (round ``r`` uses ``seed + r``).
+            **train_kwargs: Passed to :meth:`train` (``batch_size``, ``lr``, ``patience``, ...).
+
+        Returns:
+            :class:`~pyrovi.infer.rounds.RoundsResult`: each round's :class:`TrainResult`, the
+            acceptance rate of the truncation and the simulations used.
 
         Raises:
-            FileNotFoundError: No file at ``path``.
-            CheckpointError: (a ``ValueError``, from :mod:`pyrovi.infer.checkpoint`) The file is
-                empty, truncated or corrupt, not a checkpoint, not an NPE checkpoint, or saved
-                for another model or summary (the message names the file and what differs).
+            RuntimeError: The truncated region accepted fewer than ``num_simulations`` of
+                ``max_proposals`` prior draws.
         """
-        error = getattr(_checkpoint, "CheckpointError", ValueError)
-        try:
-            state = load_checkpoint(path)
-        except (FileNotFoundError, error):
-            raise
-        except Exception as err:  # a reader without CheckpointError: say which file
-            raise error(
-                f"NPE.load: cannot read the checkpoint {os.fspath(path)}: "
-                f"{type(err).__name__}: {err}"
-            ) from err
-        missing = [k for k in _NPE_ENTRIES if k not in state]
-        if missing:
-            raise error(
-                f"NPE.load: {os.fspath(path)} is not an NPE checkpoint (written by NPE.save): it "
-                f"lacks {missing}"
+        if self._observed_summaries(y_obs).dim() != 1:
+            raise ValueError(
+                f"y_obs must be one data set of shape {self.data_shape}, got {tuple(y_obs.shape)}"
             )
-        cfg = dict(state["config"])
-        if cfg.get("embedding") is None and embedding is None:
-            raise ValueError("embedding: this NPE used a custom embedding module; pass it to load")
-        emb = embedding if embedding is not None else cfg["embedding"]
-        params, observed = cfg.pop("params"), cfg.pop("observed")
-        try:
-            npe = cls(
-                model,
-                params,
-                observed,
-                summary=summary,
-                embedding=emb,
-                device=device,
-                model_args=model_args,
-                **{k: v for k, v in cfg.items() if k != "embedding"},
+        num_simulations = _positive_int("num_simulations", num_simulations)
+        quantile = check_probability("quantile", quantile)
+        num_threshold_samples = _positive_int("num_threshold_samples", num_threshold_samples)
+
+        max_proposals = _positive_int(
+            "max_proposals", 1000 * int(num_simulations) if max_proposals is None else max_proposals
+        )
+
+        def draw(n: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+            posterior = self.posterior(y_obs)
+            with torch.no_grad():
+                _, log_q = posterior.sample_and_log_prob((num_threshold_samples,))
+                threshold = torch.quantile(log_q.double(), quantile).to(log_q)
+
+            def accept(theta: torch.Tensor) -> torch.Tensor:
+                return posterior.log_prob(theta.to(self.device).float()) >= threshold
+
+            return truncated_prior_draws(
+                self, n, accept, max_proposals=max_proposals, progress=progress
             )
-        except ValueError as err:
-            raise error(
-                f"NPE.load: the checkpoint {os.fspath(path)} was saved for parameter sites "
-                f"{params} and observed site {observed!r}, which do not fit this model: {err}"
-            ) from err
-        differ = _differences(state, npe)
-        if differ:
-            raise error(
-                f"NPE.load: the checkpoint {os.fspath(path)} was saved for another model or "
-                f"summary: {'; '.join(differ)}"
-            )
-        try:
-            npe.net.load_state_dict(state["state"])
-        except RuntimeError as err:
-            raise error(
-                f"NPE.load: the networks saved in {os.fspath(path)} do not fit the rebuilt "
-                f"estimator (another embedding module, or another pyrovi version?): "
-                f"{str(err).splitlines()[0]}"
-            ) from err
-        npe.net.eval()
-        npe.trained = bool(state["trained"])
-        return npe
+
+        return run_rounds(
+            self,
+            num_rounds,
+            num_simulations,
+            draw,
+            progress=progress,
+            seed=seed,
+            train_kwargs=train_kwargs,
+        )

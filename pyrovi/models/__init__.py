@@ -26,6 +26,7 @@ from pyrovi.models.langevin import Walkers, local_energy
 from pyrovi.models.latent_sde import LatentSDE
 from pyrovi.models.markov_chain import MarkovChainVAE
 from pyrovi.models.rbm import RBM, RBMTrainResult, train_rbm
+from pyrovi.models.sbi_tasks import SBI_TASKS, SLCP, BernoulliGLM, GaussianMixture, sbi_task
 from pyrovi.models.simulators import (
     RICKER_TRUTH,
     GaussianLinear,
@@ -39,6 +40,11 @@ from pyrovi.models.vmc import VariationalEstimate, variational_energy
 from pyrovi.models.vqvae import VQVAE, Codebook, CodebookCategorical
 
 __all__ = [
+    "SLCP",
+    "GaussianMixture",
+    "BernoulliGLM",
+    "SBI_TASKS",
+    "sbi_task",
     "VAE",
     "HierarchicalVAE",
     "VQVAE",

@@ -154,3 +154,15 @@ def test_bad_arguments():
 def test_from_transform():
     q = NFlowsDistribution.from_transform(flow_layers("realnvp", 4, 2, 8), features=4)
     assert q.sample((3,)).shape == (3, 4)
+
+
+def test_context_broadcasts_inside_its_batch_dimensions(device):
+    """A context of batch (2, 1) against values of batch (2, 3) (a plate expanding the inner
+    dimension): each value row is scored with its own context row."""
+    flow = make_flow("maf", 2, 3, device=device)
+    ctx = _context(3, 2, device).unsqueeze(1)  # (2, 1, 3)
+    value = torch.randn(2, 3, 2, device=device, dtype=torch.float64)
+    got = NFlowsDistribution(flow, ctx, features=2).log_prob(value)
+    assert got.shape == (2, 3)
+    want = torch.stack([flow.log_prob(value[i], context=ctx[i].expand(3, 3)) for i in range(2)])
+    torch.testing.assert_close(got, want)

@@ -1,0 +1,366 @@
+#!/usr/bin/env python
+"""NPE, TSNPE and NLE on the sbibm benchmark tasks: C2ST against the reference posteriors, beside
+the published numbers, and wall time against the ``sbi`` package.
+
+Protocol (Lueckmann et al. 2021): for each task, simulation budget and observation ``n`` of the
+benchmark, ``--num-samples`` (10,000) posterior draws are compared with the task's 10,000
+reference posterior samples by :func:`pyrovi.infer.c2st` (z-scored by the reference, MLP
+classifier of two hidden layers of 10 D units, 5-fold cross-validation; pyrovi's default early
+stopping on a tenth of each training fold). 0.5 is perfect.
+
+* Tasks: ``pyrovi.models.sbi_task(name)`` — Pyro models of sbibm's Gaussian linear, SLCP,
+  Gaussian mixture and Bernoulli GLM (summary statistics). The observations and the reference
+  samples come from the sbibm wheel, downloaded from the package index into a cache
+  (``~/.cache/pyrovi/sbibm``) at benchmark time and read with zipfile
+  (``benchmarks/sbibm_reference.py``); nothing of it is committed or used by the tests.
+* Methods (all MAF, 5 layers of 50 hidden units, identity embedding, batch 200, Adam 5e-4,
+  10% validation, patience 20 — sbi's defaults):
+
+  - ``npe``: ``NPE(...).train(budget)`` once per task and budget (amortized), then
+    ``posterior(y_o).sample`` for every observation;
+  - ``tsnpe``: for each observation, ``NPE(...).train_rounds(y_o, num_rounds, budget //
+    num_rounds)`` (truncation at the 10⁻⁴ quantile of log q);
+  - ``nle``: ``NLE(...).train(budget)`` once per task and budget, then ``posterior(y_o)`` by the
+    batched ensemble sampler (100 chains, 300 warmup steps, thinning 5).
+
+* Wall time against ``sbi`` (``--sbi-python``: the Python of a separate environment with sbi,
+  e.g. ``/tmp/sbi_env/bin/python``; see ``benchmarks/sbi_side.py``): for the observations in
+  ``--timing-observations``, pyrovi and sbi are run one after the other (``--repeats`` times,
+  alternating) on the same simulations (NPE, NLE; TSNPE's first round), each on one thread, and
+  the ratio of medians of total time (simulation + training + truncation + sampling of
+  ``--num-samples``) is reported. sbi's draws are scored by C2ST too.
+
+Usage::
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/sbi_tasks.py --tasks gaussian_linear,slcp \\
+        --budgets 1000,10000 --observations 1-10 --sbi-python /tmp/sbi_env/bin/python
+
+Results are merged into ``benchmarks/results/sbi_tasks.json`` (task → method → budget), with the
+published numbers of ``benchmarks/sbi_published.json`` beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pyro  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import sbibm_reference as ref  # noqa: E402
+
+from pyrovi.infer import NLE, NPE, c2st  # noqa: E402
+from pyrovi.models import sbi_task  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results" / "sbi_tasks.json"
+PUBLISHED = ROOT / "sbi_published.json"
+METHODS = ("npe", "tsnpe", "nle")
+FLOW = {"flow": "maf", "num_layers": 5, "hidden_features": 50}
+MCMC = {"num_chains": 100, "warmup": 300, "thin": 5, "progress": False}
+
+
+def parse_observations(text: str) -> list[int]:
+    """``"1-10"`` or ``"1,3,5"`` to a list of observation numbers in 1..10."""
+    out: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            lo, hi = (int(x) for x in part.split("-"))
+            out.extend(range(lo, hi + 1))
+        else:
+            out.append(int(part))
+    bad = [n for n in out if not 1 <= n <= ref.NUM_OBSERVATIONS]
+    if bad or not out:
+        raise argparse.ArgumentTypeError(f"observations must be in 1..10, got {text!r}")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tasks", default=",".join(ref.TASKS), help="comma-separated sbibm tasks")
+    p.add_argument("--methods", default=",".join(METHODS), help="npe, tsnpe, nle")
+    p.add_argument("--budgets", default="1000,10000", help="simulation budgets")
+    p.add_argument("--observations", type=parse_observations, default=list(range(1, 11)))
+    p.add_argument("--num-samples", type=int, default=10_000, help="posterior draws per obs")
+    p.add_argument("--num-rounds", type=int, default=2, help="TSNPE rounds")
+    p.add_argument(
+        "--flow",
+        choices=("maf", "nsf"),
+        default="maf",
+        help="flow of all methods (results of nsf are stored under '<method>_nsf')",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--sbi-python", default=None, help="python of an environment with sbi")
+    p.add_argument("--timing-observations", type=parse_observations, default=[1])
+    p.add_argument("--repeats", type=int, default=1, help="alternating timing repeats")
+    p.add_argument(
+        "--timing-only", action="store_true", help="only the wall-time comparison (needs sbi)"
+    )
+    p.add_argument("--out", default=str(RESULTS))
+    return p
+
+
+# ------------------------------------------------------------------------------ pyrovi side
+
+
+def _npe(model) -> NPE:
+    return NPE(model, ["theta"], "y", embedding="identity", **FLOW)
+
+
+def _nle(model) -> NLE:
+    return NLE(model, ["theta"], "y", **FLOW)
+
+
+def _key(method: str, args) -> str:
+    """The results key of a method: ``npe``, or ``npe_nsf`` with ``--flow nsf``, and
+    ``tsnpe_10r`` for TSNPE with ten rounds (two are the default)."""
+    key = method if args.flow == "maf" else f"{method}_{args.flow}"
+    if method == "tsnpe" and args.num_rounds != 2:
+        key += f"_{args.num_rounds}r"
+    return key
+
+
+def train_amortized(method: str, model, budget: int, seed: int, sims=None):
+    """An NPE or NLE trained on ``budget`` simulations (or the given ones); (estimator, result,
+    simulate_s)."""
+    est = _npe(model) if method == "npe" else _nle(model)
+    pyro.set_rng_seed(seed)
+    t0 = time.perf_counter()
+    theta, y = sims if sims is not None else est.simulate(budget, progress=False)
+    simulate_s = time.perf_counter() - t0
+    result = est.train(theta=theta, y=y, seed=seed, progress=False)
+    return est, result, simulate_s
+
+
+def draw(method: str, est, y_o: torch.Tensor, num: int) -> torch.Tensor:
+    """``num`` posterior draws for ``y_o``."""
+    if method == "nle":
+        return est.posterior(y_o, **MCMC).sample((num,))
+    with torch.no_grad():
+        return est.posterior(y_o).sample((num,))
+
+
+def run_tsnpe(model, y_o: torch.Tensor, budget: int, rounds: int, seed: int, first=None):
+    """TSNPE for one observation: (estimator, rounds result, seconds)."""
+    est = _npe(model)
+    pyro.set_rng_seed(seed)
+    t0 = time.perf_counter()
+    out = est.train_rounds(y_o, rounds, budget // rounds, seed=seed, progress=False)
+    return est, out, time.perf_counter() - t0
+
+
+def score(samples: torch.Tensor, task: str, n: int, seed: int) -> float:
+    """C2ST of ``samples`` against the reference posterior of observation ``n``."""
+    reference = ref.reference_samples(task, n)
+    m = min(len(reference), len(samples))  # balanced classes
+    return c2st(reference[:m], samples.double().cpu()[:m], seed=seed)
+
+
+def pyrovi_results(task: str, method: str, budget: int, args) -> dict:
+    """C2ST per observation and timings of one method at one budget."""
+    model = sbi_task(task)
+    rows: dict = {"c2st_per_obs": {}, "times_per_obs": {}}
+    if method in ("npe", "nle"):
+        est, result, sim_s = train_amortized(method, model, budget, args.seed)
+        rows.update(
+            simulate_s=sim_s,
+            train_s=result.timings["train_s"],
+            epochs=result.epochs,
+            best_epoch=result.best_epoch,
+        )
+    for n in args.observations:
+        y_o = ref.observation(task, n).reshape(model_data_shape(model)).float()
+        t0 = time.perf_counter()
+        if method == "tsnpe":
+            est, out, seconds = run_tsnpe(model, y_o, budget, args.num_rounds, args.seed)
+            rows["times_per_obs"][n] = {
+                "rounds_s": seconds,
+                "acceptance": out.acceptance,
+                "epochs": [r.epochs for r in out.rounds],
+            }
+            t0 = time.perf_counter()
+        samples = draw(method, est, y_o, args.num_samples)
+        sample_s = time.perf_counter() - t0
+        rows["times_per_obs"].setdefault(n, {})["sample_s"] = sample_s
+        t0 = time.perf_counter()
+        rows["c2st_per_obs"][n] = score(samples, task, n, args.seed)
+        rows["times_per_obs"][n]["c2st_s"] = time.perf_counter() - t0
+        print(
+            f"{task:17s} {method:6s} {budget:>7d} obs {n:2d}: C2ST {rows['c2st_per_obs'][n]:.3f}"
+            f" (sampling {sample_s:.1f} s)",
+            flush=True,
+        )
+    values = list(rows["c2st_per_obs"].values())
+    rows["c2st_mean"] = statistics.fmean(values)
+    rows["observations"] = list(args.observations)
+    return rows
+
+
+def model_data_shape(model) -> tuple[int, ...]:
+    """The observed site's shape, from one prior-predictive draw."""
+    with torch.no_grad(), pyro.poutine.block():
+        trace = pyro.poutine.trace(model).get_trace()
+    return tuple(trace.nodes["y"]["value"].shape)
+
+
+# ------------------------------------------------------------------------------ wall time
+
+
+def pyrovi_total(task: str, method: str, budget: int, n: int, sims, args) -> tuple[float, dict]:
+    """pyrovi's total seconds on one observation (simulation + training + sampling)."""
+    model = sbi_task(task)
+    y_o = ref.observation(task, n).reshape(model_data_shape(model)).float()
+    t0 = time.perf_counter()
+    if method == "tsnpe":
+        est, _, _ = run_tsnpe(model, y_o, budget, args.num_rounds, args.seed)
+    else:
+        est, _, _ = train_amortized(method, model, budget, args.seed, sims)
+    samples = draw(method, est, y_o, args.num_samples)
+    return time.perf_counter() - t0, {"samples": samples}
+
+
+def sbi_total(task: str, method: str, budget: int, n: int, sims_path: Path, args) -> dict:
+    """Runs ``benchmarks/sbi_side.py`` in the sbi environment; its JSON (with the samples)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        obs_path, out_path = Path(tmp) / "obs.pt", Path(tmp) / "out.json"
+        torch.save(ref.observation(task, n).reshape(-1).float(), obs_path)
+        cmd = [
+            args.sbi_python,
+            str(ROOT / "sbi_side.py"),
+            "--task",
+            task,
+            "--method",
+            method,
+            "--budget",
+            str(budget),
+            "--obs",
+            str(obs_path),
+            "--out",
+            str(out_path),
+            "--num-samples",
+            str(args.num_samples),
+            "--num-rounds",
+            str(args.num_rounds),
+            "--seed",
+            str(args.seed),
+            "--threads",
+            str(args.threads),
+            "--sims",
+            str(sims_path),
+            "--quiet",
+        ]
+        subprocess.run(cmd, check=True, cwd=tmp, stdout=subprocess.DEVNULL)
+        out = json.loads(out_path.read_text())
+        out["samples"] = torch.load(out["samples_path"])
+    return out
+
+
+def timing(task: str, method: str, budget: int, args) -> dict:
+    """Alternating pyrovi / sbi runs on the timing observations; medians and their ratio."""
+    model = sbi_task(task)
+    rows = {}
+    for n in args.timing_observations:
+        pyro.set_rng_seed(args.seed + 1000 * n)
+        theta, y = _npe(model).simulate(budget, progress=False)
+        ours, theirs, sbi_c2st, our_c2st = [], [], None, None
+        with tempfile.TemporaryDirectory() as tmp:
+            sims_path = Path(tmp) / "sims.pt"
+            torch.save({"theta": theta, "y": y.reshape(budget, -1).float()}, sims_path)
+            for _ in range(args.repeats):
+                seconds, extra = pyrovi_total(task, method, budget, n, (theta, y), args)
+                ours.append(seconds)
+                out = sbi_total(task, method, budget, n, sims_path, args)
+                theirs.append(out["total_s"])
+            our_c2st = score(extra["samples"], task, n, args.seed)
+            sbi_c2st = score(out["samples"].reshape(-1, theta.shape[1]), task, n, args.seed)
+        rows[n] = {
+            "pyrovi_total_s": ours,
+            "sbi_total_s": theirs,
+            "ratio_of_medians": statistics.median(ours) / statistics.median(theirs),
+            "pyrovi_c2st": our_c2st,
+            "sbi_c2st": sbi_c2st,
+            "sbi_version": out.get("versions", {}).get("sbi"),
+            "sbi_sampler": out.get("sampler"),
+        }
+        print(
+            f"{task:17s} {method:6s} {budget:>7d} obs {n:2d}: pyrovi {statistics.median(ours):.1f}"
+            f" s, sbi {statistics.median(theirs):.1f} s (ratio {rows[n]['ratio_of_medians']:.2f});"
+            f" C2ST pyrovi {our_c2st:.3f}, sbi {sbi_c2st:.3f}",
+            flush=True,
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run what the arguments ask for and merge it into the results JSON."""
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    FLOW["flow"] = args.flow
+    tasks = [t for t in args.tasks.split(",") if t]
+    methods = [m for m in args.methods.split(",") if m]
+    budgets = [int(b) for b in args.budgets.split(",") if b]
+    for t in tasks:
+        sbi_task(t)  # names the valid tasks on a typo
+    if bad := [m for m in methods if m not in METHODS]:
+        raise SystemExit(f"--methods: unknown {bad}; choose from {METHODS}")
+    if args.timing_only and not args.sbi_python:
+        raise SystemExit("--timing-only needs --sbi-python")
+    ref.fetch_sbibm()
+    path = Path(args.out)
+    results = json.loads(path.read_text()) if path.exists() else {}
+    published = json.loads(PUBLISHED.read_text()) if PUBLISHED.exists() else {}
+    results["published"] = published
+    results["protocol"] = {
+        "num_samples": args.num_samples,
+        "c2st": "pyrovi.infer.c2st: 5 folds, MLP 2 x 10 D, early stopping",
+        "flow": {k: v for k, v in FLOW.items() if k != "flow"},
+        "nle_sampler": {k: v for k, v in MCMC.items() if k != "progress"},
+    }
+    for task in tasks:
+        for method in methods:
+            for budget in budgets:
+                entry = results.setdefault(task, {}).setdefault(_key(method, args), {})
+                if args.timing_only:
+                    entry.setdefault(str(budget), {})["timing"] = timing(task, method, budget, args)
+                    path.write_text(json.dumps(results, indent=2))
+                    continue
+                row = pyrovi_results(task, method, budget, args)
+                row["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+                row.update(flow=args.flow, threads=args.threads, seed=args.seed)
+                if method == "tsnpe":
+                    row["num_rounds"] = args.num_rounds
+                entry[str(budget)] = {**entry.get(str(budget), {}), **row}
+                if args.sbi_python:
+                    entry[str(budget)]["timing"] = timing(task, method, budget, args)
+                results["environment"] = {
+                    "torch": torch.__version__,
+                    "python": platform.python_version(),
+                    "cpu_count": os.cpu_count(),
+                    "load_average": os.getloadavg(),
+                }
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(results, indent=2))
+    print(f"wrote {path}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
