@@ -21,7 +21,7 @@ stopping on a tenth of each training fold). 0.5 is perfect.
   - ``tsnpe``: for each observation, ``NPE(...).train_rounds(y_o, num_rounds, budget //
     num_rounds)`` (truncation at the 10⁻⁴ quantile of log q);
   - ``nle``: ``NLE(...).train(budget)`` once per task and budget, then ``posterior(y_o)`` by the
-    batched ensemble sampler (100 chains, 300 warmup steps, thinning 5).
+    batched ensemble sampler (100 chains, 300 warmup steps, thinning 10).
 
 * Wall time against ``sbi`` (``--sbi-python``: the Python of a separate environment with sbi,
   e.g. ``/tmp/sbi_env/bin/python``; see ``benchmarks/sbi_side.py``): for the observations in
@@ -70,7 +70,7 @@ RESULTS = ROOT / "results" / "sbi_tasks.json"
 PUBLISHED = ROOT / "sbi_published.json"
 METHODS = ("npe", "tsnpe", "nle")
 FLOW = {"flow": "maf", "num_layers": 5, "hidden_features": 50}
-MCMC = {"num_chains": 100, "warmup": 300, "thin": 5, "progress": False}
+MCMC = {"num_chains": 100, "warmup": 300, "thin": 10, "progress": False}
 
 
 def parse_observations(text: str) -> list[int]:
@@ -112,7 +112,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--timing-only", action="store_true", help="only the wall-time comparison (needs sbi)"
     )
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument(
+        "--table", action="store_true", help="print the results file as markdown tables and exit"
+    )
     return p
+
+
+PUBLISHED_NAME = {"npe": "NPE", "tsnpe": "TSNPE", "nle": "NLE"}
+
+
+def table(results: dict) -> str:
+    """Markdown: mean C2ST per task, method and budget beside the published one, and the wall
+    time against sbi."""
+    published = results.get("published", {}).get("c2st", {})
+    lines = [
+        "| task | method | C2ST 10³ (published) | C2ST 10⁴ (published) | C2ST 10⁵ (published) "
+        "| observations |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    timing_lines = [
+        "| task | method | budget | pyrovi s | sbi s | ratio | C2ST pyrovi / sbi |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for task in ref.TASKS:
+        for key, rows in results.get(task, {}).items():
+            pub = published.get(task, {}).get(PUBLISHED_NAME[key.split("_")[0]]) or {}
+            cells = []
+            for budget in ("1000", "10000", "100000"):
+                row = rows.get(budget, {})
+                ours = f"{row['c2st_mean']:.3f}" if "c2st_mean" in row else "–"
+                theirs = f"{pub[budget]:.3f}" if pub.get(budget) is not None else "–"
+                cells.append(f"{ours} ({theirs})")
+                for n, t in row.get("timing", {}).items():
+                    ours_s = statistics.median(t["pyrovi_total_s"])
+                    sbi_s = statistics.median(t["sbi_total_s"])
+                    timing_lines.append(
+                        f"| {task} | {key} | {budget} | {ours_s:.1f} | {sbi_s:.1f} | "
+                        f"{t['ratio_of_medians']:.2f} | {t['pyrovi_c2st']:.3f} / "
+                        f"{t['sbi_c2st']:.3f} (obs {n}) |"
+                    )
+            count = max(len(row.get("c2st_per_obs", {})) for row in rows.values())
+            lines.append(f"| {task} | {key} | {' | '.join(cells)} | {count} |")
+    return "\n".join(lines) + "\n\n" + "\n".join(timing_lines)
 
 
 # ------------------------------------------------------------------------------ pyrovi side
@@ -312,6 +353,9 @@ def timing(task: str, method: str, budget: int, args) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     """Run what the arguments ask for and merge it into the results JSON."""
     args = build_parser().parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.out).read_text())))
+        return {}
     torch.set_num_threads(args.threads)
     FLOW["flow"] = args.flow
     tasks = [t for t in args.tasks.split(",") if t]

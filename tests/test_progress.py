@@ -14,6 +14,7 @@ from pyrovi._progress import progress_bar, show_progress
 from pyrovi.compress import BitsBackCoder, decode, encode
 from pyrovi.compress.bundle import train_vae
 from pyrovi.infer import (
+    NLE,
     NPE,
     annealed_importance_sampling,
     elbo,
@@ -42,6 +43,17 @@ def _gaussian_model():
 def _npe_train(progress):
     npe = NPE(_gaussian_model, ["theta"], "y", num_layers=1, hidden_features=4)
     npe.train(40, max_epochs=2, batch_size=20, seed=0, progress=progress)
+
+
+def _nle_train(progress):
+    nle = NLE(_gaussian_model, ["theta"], "y", num_layers=1, hidden_features=4)
+    nle.train(40, max_epochs=2, batch_size=20, seed=0, progress=progress)
+
+
+def _nle_posterior(progress):
+    nle = NLE(_gaussian_model, ["theta"], "y", num_layers=1, hidden_features=4)
+    nle.train(40, max_epochs=1, seed=0, progress=False)
+    nle.posterior(torch.zeros(2), warmup=5, num_candidates=50, progress=progress).sample((20,))
 
 
 def _npe_simulate(progress):
@@ -130,7 +142,9 @@ CASES = {
     "log_marginal_likelihood": (_iwae, "log_marginal_likelihood"),
     "elbo": (_elbo, "elbo"),
     "NPE.train": (_npe_train, "NPE epochs"),
-    "simulate": (_npe_simulate, "NPE simulations"),
+    "simulate": (_npe_simulate, "simulations"),
+    "NLE.train": (_nle_train, "NLE epochs"),
+    "NLE.posterior": (_nle_posterior, "ensemble MCMC"),
     "train_ground_state": (_train_ground_state, "ground state"),
     "GroundState.extrapolate": (_extrapolate, "paths (dt=0.025)"),
     "train_rbm": (_train_rbm, "RBM epochs"),

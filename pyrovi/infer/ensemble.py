@@ -47,7 +47,7 @@ def ensemble_mcmc(
     num_samples: int,
     *,
     warmup: int = 300,
-    thin: int = 5,
+    thin: int = 10,
     progress: bool = True,
 ) -> torch.Tensor:
     """Draws from ``exp(log_density)`` by an ensemble of chains.
