@@ -71,6 +71,8 @@ PUBLISHED = ROOT / "sbi_published.json"
 METHODS = ("npe", "tsnpe", "nle")
 FLOW = {"flow": "maf", "num_layers": 5, "hidden_features": 50}
 MCMC = {"num_chains": 100, "warmup": 300, "thin": 10, "progress": False}
+#: Training options of every method (``--batch-size``; the library's default batch is 200).
+TRAIN: dict = {}
 
 
 def parse_observations(text: str) -> list[int]:
@@ -102,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("maf", "nsf"),
         default="maf",
         help="flow of all methods (results of nsf are stored under '<method>_nsf')",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=200,
+        help="training minibatch (results with another than 200 go under '<method>_b<size>')",
+    )
+    p.add_argument(
+        "--lr-drops",
+        type=int,
+        default=0,
+        help="restarts at lr / 5 after early stopping (train's lr_drops; results under '_d<n>')",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -173,6 +187,10 @@ def _key(method: str, args) -> str:
     key = method if args.flow == "maf" else f"{method}_{args.flow}"
     if method == "tsnpe" and args.num_rounds != 2:
         key += f"_{args.num_rounds}r"
+    if args.batch_size != 200:
+        key += f"_b{args.batch_size}"
+    if args.lr_drops:
+        key += f"_d{args.lr_drops}"
     return key
 
 
@@ -184,7 +202,7 @@ def train_amortized(method: str, model, budget: int, seed: int, sims=None):
     t0 = time.perf_counter()
     theta, y = sims if sims is not None else est.simulate(budget, progress=False)
     simulate_s = time.perf_counter() - t0
-    result = est.train(theta=theta, y=y, seed=seed, progress=False)
+    result = est.train(theta=theta, y=y, seed=seed, progress=False, **TRAIN)
     return est, result, simulate_s
 
 
@@ -201,7 +219,7 @@ def run_tsnpe(model, y_o: torch.Tensor, budget: int, rounds: int, seed: int, fir
     est = _npe(model)
     pyro.set_rng_seed(seed)
     t0 = time.perf_counter()
-    out = est.train_rounds(y_o, rounds, budget // rounds, seed=seed, progress=False)
+    out = est.train_rounds(y_o, rounds, budget // rounds, seed=seed, progress=False, **TRAIN)
     return est, out, time.perf_counter() - t0
 
 
@@ -358,6 +376,8 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     torch.set_num_threads(args.threads)
     FLOW["flow"] = args.flow
+    TRAIN["batch_size"] = args.batch_size
+    TRAIN["lr_drops"] = args.lr_drops
     tasks = [t for t in args.tasks.split(",") if t]
     methods = [m for m in args.methods.split(",") if m]
     budgets = [int(b) for b in args.budgets.split(",") if b]
@@ -388,7 +408,13 @@ def main(argv: list[str] | None = None) -> dict:
                     continue
                 row = pyrovi_results(task, method, budget, args)
                 row["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-                row.update(flow=args.flow, threads=args.threads, seed=args.seed)
+                row.update(
+                    flow=args.flow,
+                    threads=args.threads,
+                    seed=args.seed,
+                    batch_size=args.batch_size,
+                    lr_drops=args.lr_drops,
+                )
                 if method == "tsnpe":
                     row["num_rounds"] = args.num_rounds
                 entry[str(budget)] = {**entry.get(str(budget), {}), **row}

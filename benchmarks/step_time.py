@@ -99,6 +99,9 @@ PlainVAE, make_pyro_pair, machine_info, _sync = (
     _vo._sync,
 )
 
+# the small models (eight schools, regression, enumerated mixture, DDPM) and their plain loops
+_small = _load_benchmark("step_time_small")
+
 MODELS = ("vae", "flow", "sde")
 TITLES = {
     "vae": "VAE (AmortizedNormal)",
@@ -505,7 +508,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
+    p.add_argument(
+        "--models",
+        default=",".join((*MODELS, "small")),
+        help=f"subset of {','.join(MODELS)}, 'small' (all of {', '.join(_small.SMALL_MODELS)}) "
+        "or some of those (benchmarks/step_time_small.py)",
+    )
+    p.add_argument(
+        "--small-steps", type=int, default=200, help="optimizer steps per block (small models)"
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--batch-sizes", type=_int_list, default="128,512,2048", help="VAE and flow")
     p.add_argument("--sde-batch-sizes", type=_int_list, default="64,256,1024")
@@ -533,11 +544,56 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not models or set(models) - set(MODELS):
-        raise SystemExit(f"--models: choose from {MODELS}, got {args.models!r}")
+    small = (
+        _small.SMALL_MODELS
+        if "small" in models
+        else [m for m in models if m in _small.SMALL_MODELS]
+    )
+    models = [m for m in models if m != "small" and m not in _small.SMALL_MODELS]
+    choices = (*MODELS, "small", *_small.SMALL_MODELS)
+    if not (models or small) or set(models) - set(MODELS):
+        raise SystemExit(f"--models: choose from {choices}, got {args.models!r}")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but CUDA is not available")
+    report: dict = {}
+    if small:
+        if device.type != "cpu":
+            print(f"small models ({','.join(small)}) are timed on the CPU only; skipped")
+        else:
+            report["small"] = _run_small(args, small)
+    if not models:
+        return report
+    return {**_main_networks(args, models, device), **report}
+
+
+def _run_small(args, small: list[str]) -> dict:
+    """The small models of ``benchmarks/step_time_small.py`` (their own JSON file)."""
+    if args.out is None:
+        out = str(RESULTS / "step_time_small.json")
+    elif args.out == "":
+        out = ""
+    else:  # beside the networks' file
+        path = Path(args.out)
+        out = str(path.with_name(f"{path.stem}_small{path.suffix or '.json'}"))
+    argv = [
+        "--models",
+        ",".join(small),
+        "--steps",
+        str(args.small_steps),
+        "--repeats",
+        str(args.repeats),
+        "--threads",
+        str(args.threads),
+        "--seed",
+        str(args.seed),
+        "--out",
+        out,
+    ]
+    return _small.main(argv + (["--no-check"] if args.no_check else []))
+
+
+def _main_networks(args, models: list[str], device: torch.device) -> dict:
     if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         print(
             "NOTE: run with OMP_WAIT_POLICY=PASSIVE (sleeping, not spinning, OpenMP threads) "

@@ -102,6 +102,25 @@ def all_finite(x: torch.Tensor) -> bool:
     return math.isfinite(lo) and math.isfinite(hi)
 
 
+def all_finite_many(tensors: Sequence[torch.Tensor]) -> bool:
+    """True unless a floating-point tensor of ``tensors`` holds a NaN or an infinity: one
+    max-norm per device and dtype (one host sync each), not one check per tensor."""
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for t in tensors:
+        if t.numel() == 0:
+            continue
+        if t.is_complex():
+            if not all_finite(t):
+                return False
+            continue
+        groups.setdefault((t.device, t.dtype), []).append(t)
+    for group in groups.values():
+        peak = torch.stack(torch._foreach_norm(group, math.inf)).max()
+        if not math.isfinite(float(peak)):
+            return False
+    return True
+
+
 def as_tensors(data: torch.Tensor | Sequence[torch.Tensor], name: str = "data") -> tuple:
     """``data`` (a tensor or a sequence of tensors) as a tuple of tensors sharing their leading
     (datapoint) dimension; ``TypeError``/``ValueError`` naming ``name`` otherwise."""

@@ -23,6 +23,7 @@ from pyrovi.infer.npe import NPE, NotTrainedError, NPEPosterior, NPETrainResult,
 from pyrovi.infer.optim import default_adam
 from pyrovi.infer.rounds import RoundsResult
 from pyrovi.infer.simulation import TrainResult
+from pyrovi.infer.step_elbo import StochasticStep_ELBO, chain_steps
 
 __all__ = [
     "DistributedError",
@@ -33,6 +34,8 @@ __all__ = [
     "TrainingDivergedError",
     "load_into",
     "FastTrace_ELBO",
+    "StochasticStep_ELBO",
+    "chain_steps",
     "FreeBitsELBO",
     "annealed_importance_sampling",
     "ais_schedule",

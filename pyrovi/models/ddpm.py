@@ -19,6 +19,15 @@ As a Pyro model/guide pair (sites ``"z_T"``, ..., ``"z_1"`` and the observed ``"
 by Monte Carlo, and ``TraceMeanField_ELBO`` gives the usual decomposition with every step's KL in
 closed form, ``L_T + Σ_{t≥2} KL(q(z_{t−1}|z_t,x) ‖ p_θ(z_{t−1}|z_t)) − log p_θ(x|z_1)``.
 
+Trace_ELBO on this pair evaluates all T steps at every training step. With
+:class:`~pyrovi.infer.StochasticStep_ELBO` the model and guide evaluate one uniformly drawn step
+``t`` per datapoint instead (they ask for it with :func:`~pyrovi.infer.chain_steps`), with the
+sites ``"z_T"``, ``"z_t"`` (``~ q(z_t | x)`` in both: its terms cancel), ``"z_prev"`` (``t ≥ 2``)
+and the observed ``"x"`` (``t = 1``), the last two scaled by T: the estimator of
+:meth:`DDPM.loss` (``kind="elbo"``, with Monte Carlo instead of closed-form KLs), so
+``fit(model, model.guide, x, loss=StochasticStep_ELBO())`` trains at about the cost of
+:meth:`DDPM.loss`.
+
 Without Pyro, :meth:`DDPM.loss` gives per-datapoint training losses with a random step per
 datapoint (``"elbo"``: an unbiased estimate of −ELBO; ``"simple"``: Ho et al.'s
 ``‖ε − ε_θ‖²``; ``"hybrid"``: simple + λ·vlb with the mean detached in the vlb term, Nichol &
@@ -33,6 +42,8 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
+from pyro.distributions import constraints
 from pyro.nn import PyroModule
 from pyro.poutine.util import is_validation_enabled
 from torch import nn
@@ -40,8 +51,9 @@ from torch.nn import functional as F
 
 from pyrovi._checks import check_bool, check_nonnegative, check_real
 from pyrovi._validation import positive_int as _positive_int
+from pyrovi.infer.step_elbo import chain_steps
 from pyrovi.models._checks import check_features, check_values
-from pyrovi.nn.registration import submodule
+from pyrovi.nn.registration import registration_skipped, submodule
 
 __all__ = ["DDPM", "beta_schedule", "EpsilonMLP", "AffineEpsilon", "SCHEDULES", "VARIANCES"]
 
@@ -167,6 +179,58 @@ class AffineEpsilon(nn.Module):
 def _normal_kl(m1, v1, m2, v2):
     """KL(N(m1, v1) ‖ N(m2, v2)) per coordinate."""
     return 0.5 * (torch.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1)
+
+
+class _RowNormal(dist.TorchDistribution):
+    """``N(loc, scale² I)`` with one scale per row: ``loc`` ``(..., d)``, ``scale`` ``(..., 1)``;
+    event shape ``(d,)``. The log-density of ``Normal(loc, scale).to_event(1)`` with less
+    per-site overhead (construction, Pyro's plate ``expand``, scoring), for the one-step sites
+    of :class:`DDPM` that :class:`~pyrovi.infer.StochasticStep_ELBO` evaluates every step."""
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.independent(constraints.real, 1)
+    has_rsample = True
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
+        self.loc, self.scale = loc, scale
+        batch_shape = loc.shape[:-1]
+        if scale.shape[:-1] != batch_shape:  # (torch.broadcast_shapes is slow for a hot path)
+            batch_shape = torch.broadcast_shapes(batch_shape, scale.shape[:-1])
+        super().__init__(batch_shape, loc.shape[-1:], validate_args=False)
+
+    def expand(self, batch_shape, _instance=None) -> _RowNormal:  # noqa: D102
+        batch_shape = torch.Size(batch_shape)
+        if batch_shape == self.batch_shape:
+            return self
+        return _RowNormal(
+            self.loc.expand(batch_shape + self.event_shape), self.scale.expand(batch_shape + (1,))
+        )
+
+    @property
+    def mean(self) -> torch.Tensor:  # noqa: D102
+        return self.loc.expand(self.batch_shape + self.event_shape)
+
+    @property
+    def variance(self) -> torch.Tensor:  # noqa: D102
+        return self.scale.pow(2).expand(self.batch_shape + self.event_shape)
+
+    def rsample(self, sample_shape: torch.Size | tuple = ()) -> torch.Tensor:  # noqa: D102
+        shape = self._extended_shape(torch.Size(sample_shape))
+        noise = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        return self.loc + self.scale * noise
+
+    def sample(self, sample_shape: torch.Size | tuple = ()) -> torch.Tensor:  # noqa: D102
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        d = self.loc.shape[-1]
+        sq = ((value - self.loc) / self.scale).square().sum(-1)
+        log_norm = self.scale.squeeze(-1).log().add(_HALF_LOG_2PI)
+        return torch.add(sq, log_norm, alpha=2 * d).mul(-0.5)
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class DDPM(PyroModule):
@@ -313,7 +377,14 @@ class DDPM(PyroModule):
             check_values("x", x)
 
     def forward(self, x: torch.Tensor | None = None, *, num_samples: int | None = None):
-        """The Pyro model: ``z_T ~ N(0, I)``, ``z_{t−1} ~ p_θ(· | z_t)``, ``x ~ p_θ(· | z_1)``."""
+        """The Pyro model: ``z_T ~ N(0, I)``, ``z_{t−1} ~ p_θ(· | z_t)``, ``x ~ p_θ(· | z_1)``.
+
+        Under :class:`~pyrovi.infer.StochasticStep_ELBO` (when
+        :func:`~pyrovi.infer.chain_steps` returns steps ``t``, ``(B,)``) only one step per
+        datapoint: ``z_T ~ N(0, I)``, ``"z_t"`` ``~ q(z_t | x)`` (as in the guide: its terms
+        cancel), ``"z_prev"`` ``~ p_θ(z_{t−1} | z_t)`` on rows with ``t ≥ 2`` and the observed
+        ``x ~ p_θ(x | z_1 = z_t)`` on rows with ``t = 1``, these two scaled by T.
+        """
         if x is not None:
             self._check_x(x)
             batch, like = x.shape[0], x
@@ -323,15 +394,28 @@ class DDPM(PyroModule):
             batch, like = _positive_int("num_samples", num_samples), self.betas
         zeros = torch.zeros(batch, self.x_dim, dtype=like.dtype, device=like.device)
         with pyro.plate("data", batch):
+            steps = None if x is None else chain_steps((batch,), self.T, x.device)
+            if steps is not None:
+                pyro.sample(f"z_{self.T}", _RowNormal(zeros, zeros.new_ones(()).expand(batch, 1)))
+                return self._model_step(x, steps)
             z = pyro.sample(f"z_{self.T}", dist.Normal(zeros, 1.0).to_event(1))
             for t in range(self.T, 1, -1):
                 z = pyro.sample(f"z_{t - 1}", self._step_dist(z, t))
             return pyro.sample("x", self._step_dist(z, 1), obs=x)
 
     def guide(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        """The fixed noising chain in the model's order: ``q(z_T | x)``, ``q(z_{t−1} | z_t, x)``."""
+        """The fixed noising chain in the model's order: ``q(z_T | x)``, ``q(z_{t−1} | z_t, x)``.
+
+        Returns ``z_1`` ``(B, d)``. Under :class:`~pyrovi.infer.StochasticStep_ELBO` (steps ``t``
+        from :func:`~pyrovi.infer.chain_steps`): ``z_T ~ q(z_T | x)``, ``"z_t"`` ``~ q(z_t | x)``
+        and ``"z_prev"`` ``~ q(z_{t−1} | z_t, x)`` (scaled by T, masked to rows with ``t ≥ 2``);
+        returns ``z_t``.
+        """
         self._check_x(x)
         with pyro.plate("data", x.shape[0]):
+            steps = chain_steps(x.shape[:1], self.T, x.device)
+            if steps is not None:
+                return self._guide_step(x, steps)
             mean, var = self.q_mean_var(x, self.T)
             z = pyro.sample(
                 f"z_{self.T}", dist.Normal(mean, var.sqrt().expand_as(mean)).to_event(1)
@@ -342,6 +426,61 @@ class DDPM(PyroModule):
                 z = pyro.sample(f"z_{t - 1}", dist.Normal(mean, scale).to_event(1))
             return z
 
+    # ------------------------------------------------- one step per datapoint (Pyro)
+    # Under StochasticStep_ELBO: −loss = log p(z_T) − log q(z_T | x) + T · (log p_θ(z_{t−1} | z_t)
+    # − log q(z_{t−1} | z_t, x)) for t ≥ 2, T · log p_θ(x | z_1) for t = 1, with z_t ~ q(z_t | x):
+    # unbiased for the ELBO, whose terms only depend on the pairwise marginals q(z_t, z_{t−1} | x).
+    # The steps t come from chain_steps, already valid: no checks (and no device syncs) here.
+    def _step_table(self, like: torch.Tensor) -> torch.Tensor:
+        """Schedule columns per step, ``(T, 7)`` in ``like``'s dtype and device (cached): √ᾱ_t,
+        √(1 − ᾱ_t), 1/√α_t, β_t / (√(1 − ᾱ_t) √α_t), the posterior coefficients of x and z_t and
+        the posterior standard deviation (at t = 1: ``N(x, β_1)``, finite; masked out)."""
+        names = ("alpha_bar", "alphas", "betas", "posterior_coef_x", "posterior_coef_z")
+        buffers = tuple(self._buffers[name] for name in (*names, "posterior_var"))
+        versions = tuple(b._version for b in buffers)
+        cached = self.__dict__.get("_step_table_cache")  # (dtype, device, buffers, versions, table)
+        if (
+            cached is not None
+            and cached[0] == like.dtype
+            and cached[1] == like.device
+            and all(a is b for a, b in zip(cached[2], buffers))
+            and cached[3] == versions
+        ):
+            return cached[4]
+        with torch.inference_mode(False), torch.no_grad():  # a plain tensor, even if built there
+            ab, a, b, cx, cz, pv = (v.to(device=like.device, dtype=like.dtype) for v in buffers)
+            columns = [ab.sqrt(), (1 - ab).sqrt(), a.rsqrt(), b / ((1 - ab) * a).sqrt()]
+            table = torch.stack([*columns, cx, cz, pv.sqrt()], dim=-1)
+        self.__dict__["_step_table_cache"] = (like.dtype, like.device, buffers, versions, table)
+        return table
+
+    def _guide_step(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        table = self._step_table(x)
+        last = table[-1:]  # step T
+        pyro.sample(f"z_{self.T}", _RowNormal(last[:, 0:1] * x, last[:, 1:2].expand(len(x), 1)))
+        sab, s1ab, _, _, cx, cz, sd = table[t - 1].unsqueeze(-1).unbind(-2)
+        z = pyro.sample("z_t", _RowNormal(sab * x, s1ab))
+        with poutine.scale(scale=float(self.T)), poutine.mask(mask=t > 1):
+            pyro.sample("z_prev", _RowNormal(cx * x + cz * z, sd))
+        return z
+
+    def _model_step(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        sab, s1ab, inv_sa, coef, _, _, _ = self._step_table(x)[t - 1].unsqueeze(-1).unbind(-2)
+        z = pyro.sample("z_t", _RowNormal(sab * x, s1ab))
+        steps = t.expand(z.shape[:-1])
+        eps = submodule(self, "network")(z, steps)  # the one network call
+        if self.variance == "learned":
+            log_var = self._parameters["log_var"] if registration_skipped() else self.log_var
+            sd = (0.5 * log_var.to(z.dtype)[steps - 1]).exp().unsqueeze(-1)
+        else:
+            sd = self.reverse_var(steps, z).sqrt()
+        step = _RowNormal(inv_sa * z - coef * eps, sd)
+        with poutine.scale(scale=float(self.T)):
+            with poutine.mask(mask=t > 1):
+                pyro.sample("z_prev", step)
+            with poutine.mask(mask=t == 1):
+                return pyro.sample("x", step, obs=x)
+
     # ------------------------------------------------------------------- losses
     def _terms(self, x: torch.Tensor, t: torch.Tensor, detach_mean: bool = False):
         """Per-step −ELBO terms ``L_{t}`` and the ε errors at steps ``t`` (shape ``t.shape``)."""
@@ -351,7 +490,8 @@ class DDPM(PyroModule):
         mean, var = self.p_mean_var(z, t, eps)
         if detach_mean:
             mean = mean.detach()
-        q_mean, q_var = self.q_posterior(x, z, t.clamp(min=2))
+        # t = 1 rows take step 2's posterior, dropped below (T = 1: the finite N(x, β_1))
+        q_mean, q_var = self.q_posterior(x, z, t.clamp(min=min(2, self.T)))
         kl = _normal_kl(q_mean, q_var, mean, var).sum(-1)
         nll = -dist.Normal(mean, var.sqrt()).log_prob(x.expand_as(mean)).sum(-1)
         vlb = torch.where(t == 1, nll, kl)

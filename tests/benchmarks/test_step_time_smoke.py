@@ -25,6 +25,8 @@ def test_step_time_tiny_run(tmp_path, device):
     threads = torch.get_num_threads()
     report = _load().main(
         [
+            "--models",
+            "vae,flow,sde",
             "--device",
             str(device),
             "--batch-sizes",
@@ -71,3 +73,32 @@ def test_step_time_tiny_run(tmp_path, device):
     # the script restores the global settings it changes
     assert torch.get_num_threads() == threads
     assert not pyro.settings.get("module_local_params")
+
+
+def test_step_time_small_models_tiny_run(tmp_path):
+    """The small models (CPU): every method timed, ratios to the plain loop, and the plain loops'
+    ELBO equal to Pyro's from the same seed and parameters (float64)."""
+    out = tmp_path / "step_time.json"
+    threads = torch.get_num_threads()
+    report = _load().main(
+        ["--models", "small", "--small-steps", "2", "--repeats", "1", "--out", str(out)]
+    )
+    assert torch.get_num_threads() == threads
+    saved = json.loads((tmp_path / "step_time_small.json").read_text())
+    assert saved["models"].keys() == report["small"]["models"].keys()
+    assert set(saved["models"]) == {
+        "eight_schools",
+        "eight_schools_flow",
+        "regression",
+        "gmm",
+        "ddpm",
+    }
+    for kind, methods in saved["models"].items():
+        expected = {"plain", "fit", "fit_pyro"} | ({"svi"} if kind != "ddpm" else set())
+        assert set(methods) == expected
+        for entry in methods.values():
+            assert math.isfinite(entry["ms_per_step"]) and entry["ms_per_step"] > 0
+            assert math.isfinite(entry["ratio_to_plain"]) and entry["ratio_to_plain"] > 0
+        check = saved["check_same_elbo"][kind]
+        if kind != "ddpm":
+            assert check["rel_diff_pyro"] < 1e-12, (kind, check)
