@@ -148,13 +148,15 @@ class FastTrace_ELBO(ELBO):
         replayer = _ModelReplayer(guide_sites)
         with replayer:
             model(*args, **kwargs)
-        elbo = 0.0
+        elbo = None  # (not 0.0: ``0.0 + t`` is one more op to run and to differentiate)
         for site in replayer.sites:
-            elbo = elbo + _log_prob_sum(site)
+            term = _log_prob_sum(site)
+            elbo = term if elbo is None else elbo + term
         for site in guide_sites.values():
             if not site["is_observed"]:
-                elbo = elbo - _log_prob_sum(site)
-        return -elbo
+                term = _log_prob_sum(site)
+                elbo = -term if elbo is None else elbo - term
+        return torch.zeros(()) if elbo is None else -elbo
 
     def _run_guide(self, guide: Callable, args: tuple, kwargs: dict):
         """The guide's sites by name, in trace order (None when a site is not reparameterized).
@@ -198,6 +200,8 @@ class FastTrace_ELBO(ELBO):
             ]
         if any(loss is None for loss in losses):
             return self._fallback.differentiable_loss(model, guide, *args, **kwargs)
+        if self.num_particles == 1:
+            return losses[0]
         return sum(losses) / self.num_particles
 
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
