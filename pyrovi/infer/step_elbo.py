@@ -177,26 +177,30 @@ def _check_asked(draws: _StepDraws, loss_name: str) -> None:
     )
 
 
+def _with_steps(
+    evaluate: Callable, model: Callable, guide: Callable, args: tuple, kwargs: dict, *, ran=True
+):
+    """``evaluate(model, guide, args, kwargs)`` inside one :func:`_step_draws` context (the model
+    and guide wrapped to record who asks), then :func:`_check_asked` unless it returned None
+    (``ran=False``: it returns None also when both ran)."""
+    with _step_draws() as draws:
+        out = evaluate(draws.wrap(model, "model"), draws.wrap(guide, "guide"), args, kwargs)
+    if out is not None or not ran:
+        _check_asked(draws, StochasticStep_ELBO.__name__)
+    return out
+
+
 class _StepTrace_ELBO(Trace_ELBO):
     """Pyro's ``Trace_ELBO`` with each particle (and the plate-nesting guess) evaluated inside
     :func:`_step_draws`: the path :class:`StochasticStep_ELBO` takes under Pyro validation."""
 
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Any:
-        with _step_draws() as draws:
-            traces = super()._get_trace(
-                draws.wrap(model, "model"), draws.wrap(guide, "guide"), args, kwargs
-            )
-        _check_asked(draws, StochasticStep_ELBO.__name__)
-        return traces
+        return _with_steps(super()._get_trace, model, guide, args, kwargs)
 
     def _guess_max_plate_nesting(
         self, model: Callable, guide: Callable, args: tuple, kwargs: dict
     ) -> None:
-        with _step_draws() as draws:
-            super()._guess_max_plate_nesting(
-                draws.wrap(model, "model"), draws.wrap(guide, "guide"), args, kwargs
-            )
-        _check_asked(draws, StochasticStep_ELBO.__name__)
+        _with_steps(super()._guess_max_plate_nesting, model, guide, args, kwargs, ran=False)
 
 
 class StochasticStep_ELBO(FastTrace_ELBO):
@@ -262,19 +266,10 @@ class StochasticStep_ELBO(FastTrace_ELBO):
     def _particle_loss(
         self, model: Callable, guide: Callable, args: tuple, kwargs: dict
     ) -> torch.Tensor | None:
-        with _step_draws() as draws:
-            loss = super()._particle_loss(
-                draws.wrap(model, "model"), draws.wrap(guide, "guide"), args, kwargs
-            )
-        if loss is not None:  # None: a guide site is not reparameterized, the model did not run
-            _check_asked(draws, type(self).__name__)
-        return loss
+        # None: a guide site is not reparameterized, the model did not run (nothing to check)
+        return _with_steps(super()._particle_loss, model, guide, args, kwargs)
 
     def _guess_max_plate_nesting(
         self, model: Callable, guide: Callable, args: tuple, kwargs: dict
     ) -> None:
-        with _step_draws() as draws:
-            super()._guess_max_plate_nesting(
-                draws.wrap(model, "model"), draws.wrap(guide, "guide"), args, kwargs
-            )
-        _check_asked(draws, type(self).__name__)
+        _with_steps(super()._guess_max_plate_nesting, model, guide, args, kwargs, ran=False)
