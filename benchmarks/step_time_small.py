@@ -504,8 +504,12 @@ def main(argv: list[str] | None = None) -> dict:
     args.small_models = [m for m in args.models.split(",") if m]
     if set(args.small_models) - set(SMALL_MODELS):
         raise SystemExit(f"--models: choose from {SMALL_MODELS}, got {args.models!r}")
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    report = run(args)
+    try:
+        report = run(args)
+    finally:
+        torch.set_num_threads(threads_before)
     report["environment"] = {
         "torch": torch.__version__,
         "pyro": pyro.__version__,
