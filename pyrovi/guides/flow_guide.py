@@ -100,7 +100,12 @@ class FlowGuide(AutoContinuous):
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> NFlowsDistribution:
         """The flow over the flattened unconstrained latents: event shape ``(latent_dim,)``."""
-        return NFlowsDistribution(self.flow, features=self.latent_dim)
+        return self._posterior_of(self.flow)
+
+    def _posterior_of(self, flow: Flow) -> NFlowsDistribution:
+        # (also called by pyrovi.infer.fused_guides with the flow read without Pyro's
+        # ``pyro.module`` statement, which costs a handler call per flow parameter)
+        return NFlowsDistribution(flow, features=self.latent_dim)
 
     # ----------------------------------------------------------------------------- summaries
 

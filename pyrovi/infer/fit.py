@@ -5,8 +5,9 @@ and unpacks it into the model's arguments; :func:`_check_batch` runs the model's
 on it when it was not checked up front; :class:`~pyrovi.infer.handlers.DataScaleMessenger`
 scales the per-datapoint terms to the full data; :func:`_step` evaluates the loss and its
 gradients and their norm; :func:`_check_step` stops a diverging run before the optimizer step;
-:func:`_end_epoch` records the history, validates, checks that the parameters are finite, steps
-the learning-rate scheduler and writes checkpoints (:class:`_Checkpoints`). Distributed training
+:func:`_end_epoch` records the history, validates, checks that the parameters are finite before
+anything is kept (the best state, a checkpoint, the end of training), steps the learning-rate
+scheduler and writes checkpoints (:class:`_Checkpoints`). Distributed training
 adds two hooks around each step (:class:`~pyrovi.infer.distributed.DistributedContext`).
 """
 
@@ -277,8 +278,10 @@ def fit(
       from a DataLoader is not otherwise checked: for a model without ``check_data``, a
       non-finite batch shows as a non-finite loss, a value outside a distribution's support
       only if it makes the loss non-finite.
-    * Every epoch, before the best state is kept and the checkpoint is written: the parameters
-      and module buffers must be finite, so no checkpoint holds NaN or infinite values. Every
+    * Before the best state is kept, before a checkpoint is written and at the end: the
+      parameters and module buffers must be finite, so no checkpoint or returned state holds NaN
+      or infinite values (an epoch that keeps nothing skips this check: a non-finite parameter
+      then shows as a non-finite loss or gradient at the next step). Every
       validation batch, after ``val_transform``: its observed values against their supports,
       and with the model's ``check_data`` when it was not checked up front (a
       ``val_transform`` or a ``DataLoader``).
@@ -452,18 +455,21 @@ def _train(
     # so with it the per-step re-registration of module parameters can be skipped.
     fast = isinstance(run.loss, FastTrace_ELBO)
     registration = skip_param_registration if fast else contextlib.nullcontext
+    checked = True
     try:
         for epoch in range(start, epochs):
             t_epoch = time.perf_counter()
             lr = float(run.opt.param_groups[0]["lr"])
             with pyro.validation_enabled(False), registration():
                 train_loss = _train_epoch(run, epoch, result, ckpts)
-            _end_epoch(run, result, ckpts, train_loss, lr, t_epoch)
+            checked = _end_epoch(run, result, ckpts, train_loss, lr, t_epoch)
             if run.show:
                 bar.set_postfix(
                     {k: f"{v[-1]:.3g}" for k, v in result.history.items() if k != "epoch_time"}
                 )
             bar.update(1)
+        if not checked:  # the state fit returns is finite too
+            _check_parameters(run, result.epochs, ckpts)
     finally:
         bar.close()
     total_s = time.perf_counter() - t_total
@@ -591,7 +597,7 @@ def _bad_gradients(run: Run) -> str:
     for name, p in run.params.items():
         if p.grad is None:
             continue
-        g = p.grad.coalesce().values() if p.grad.is_sparse else p.grad
+        g = _dense(p.grad)
         if not all_finite(g):
             bad.append(name)
         else:
@@ -640,24 +646,29 @@ def _gradient_norm(run: Run) -> float:
     (``torch._foreach_norm``, in float32 at least) and one sync per device and dtype, about
     1.5% of a VAE step on one CPU thread (``benchmarks/vae_overhead.py``). With it, the global
     2-norm that clipping needs anyway (as ``torch.nn.utils.clip_grad_norm_`` computes it)."""
-    params = [p for p in run.param_list if p.grad is not None]
-    if not params:
-        return 0.0
-    grads = [p.grad.coalesce().values() if p.grad.is_sparse else p.grad for p in params]
     if run.clip_norm is not None:
+        params = [p for p in run.param_list if p.grad is not None]
+        if not params:
+            return 0.0
+        grads = [_dense(p.grad) for p in params]
         total = torch.nn.utils.get_total_norm(grads, 2.0)
         norm = float(total)
         if math.isfinite(norm):
             torch.nn.utils.clip_grads_with_norm_(params, run.clip_norm, total)
         return norm
-    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
-    for g in grads:
-        groups.setdefault((g.device, g.dtype), []).append(g)
     total = 0.0
-    for (_, dtype), gs in groups.items():
-        wide = torch.float32 if dtype in (torch.float16, torch.bfloat16) else None  # no overflow
-        total += float(torch.stack(torch._foreach_norm(gs, 2, dtype=wide)).sum())
+    for group in run.param_groups:  # a gradient has its parameter's device and dtype
+        grads = [_dense(p.grad) for p in group if p.grad is not None]
+        if grads:
+            half = grads[0].dtype in (torch.float16, torch.bfloat16)
+            wide = torch.float32 if half else None  # summed in float32: no overflow
+            total += float(torch.stack(torch._foreach_norm(grads, 2, dtype=wide)).sum())
     return total
+
+
+def _dense(grad: torch.Tensor) -> torch.Tensor:
+    """A gradient's values (a sparse gradient's non-zero entries)."""
+    return grad.coalesce().values() if grad.is_sparse else grad
 
 
 def _scaled_loss_and_grads(run: Run, batch: Unpacked) -> float:
@@ -672,9 +683,15 @@ def _scaled_loss_and_grads(run: Run, batch: Unpacked) -> float:
 
 def _end_epoch(
     run: Run, result: FitResult, ckpts: _Checkpoints | None, loss: float, lr: float, t0: float
-) -> None:
+) -> bool:
     """History, validation, best epoch, scheduler step and checkpoints after one epoch that
-    started at ``time.perf_counter() == t0``."""
+    started at ``time.perf_counter() == t0``; returns whether the parameters were checked.
+
+    The parameters are checked (:func:`_check_parameters`) before they are kept as the best
+    state or written to a checkpoint; other epochs skip the check, which on a small model costs
+    as much as a step (one reduction over every parameter and buffer), since the next step would
+    see a non-finite parameter as a non-finite loss or gradient, and ``_train`` checks the
+    final state."""
     result.history["train_elbo"].append(-loss / run.train.n)
     result.history.setdefault("lr", []).append(lr)
     criterion = result.history["train_elbo"][-1]
@@ -685,8 +702,10 @@ def _end_epoch(
         result.history["val_elbo"].append(criterion)
     result.history["epoch_time"].append(time.perf_counter() - t0)
     result.epochs += 1
-    _check_parameters(run, result.epochs, ckpts)
     is_best = result.best_elbo is None or criterion > result.best_elbo
+    checked = is_best or ckpts is not None
+    if checked:
+        _check_parameters(run, result.epochs, ckpts)
     if is_best:
         result.best_epoch, result.best_elbo = result.epochs, criterion
         result.best_state = snapshot(run.params)
@@ -697,6 +716,7 @@ def _end_epoch(
             run.scheduler.step()
     if ckpts is not None:
         ckpts.save(run, result, is_best)
+    return checked
 
 
 def _check_parameters(run: Run, epoch: int, ckpts: _Checkpoints | None) -> None:

@@ -347,6 +347,19 @@ class Run:
     def param_list(self) -> list[torch.Tensor]:
         return list(self.params.values())
 
+    @property
+    def param_groups(self) -> list[list[torch.Tensor]]:
+        """The parameters grouped by device and dtype (as their gradients are), computed once
+        (``params`` does not change during a call of ``fit``)."""
+        cached = self.__dict__.get("_param_groups")
+        if cached is None or cached[0] != len(self.params):
+            groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+            for p in self.params.values():
+                groups.setdefault((p.device, p.dtype), []).append(p)
+            cached = (len(self.params), list(groups.values()))
+            self.__dict__["_param_groups"] = cached
+        return cached[1]
+
 
 def empty_guide(*args: Any, **kwargs: Any) -> None:
     """The guide of a model without latent sites (maximum likelihood)."""

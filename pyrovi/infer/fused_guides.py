@@ -8,7 +8,11 @@ parameter through ``PyroModule.__getattr__`` and ``pyro.param``, and every laten
 ``Delta`` distribution. :class:`FusedGuide` computes the same thing directly from the guide's
 parameters: the same distributions, the same random draws in the same order, the same
 transforms and log-Jacobians, the same scales, so the loss and its gradients are those of the
-guide run by Pyro, bit for bit. That is not assumed: :func:`fused_guide` checks it once per
+guide run by Pyro, bit for bit. Two steps are skipped because they compute nothing: a latent's
+``Delta`` is scored at its own value as its log-Jacobian (Pyro adds ``log 1 = 0`` to it), and a
+:class:`~pyrovi.guides.FlowGuide`'s flow is read without the ``pyro.module`` statement that only
+registers its parameters in the param store (taken only when they are registered already).
+The equality is not assumed: :func:`fused_guide` checks the draws and log-densities once per
 guide against a run through Pyro from the same random state, and a guide whose fused sites
 differ in any bit, or that it does not recognise (an overridden ``forward``, ``create_plates``,
 subsampled plates, a nested guide), is left to Pyro. A step uses the fused form only when the
@@ -96,6 +100,12 @@ class FusedGuide:
         self.kind = "normal" if isinstance(guide, AutoNormal) else "continuous"
         self.sites: list[_Site] = []
         self.params: list[tuple[_Param, _Param]] = []
+        #: a FlowGuide's (flow module, [(param store key, parameter)] or None), else None
+        self.flow: tuple[torch.nn.Module, list | None] | None = None
+        if self.kind == "continuous" and _is_flow_guide(guide):
+            module = guide._modules.get("flow")
+            if module is not None:
+                self.flow = (module, _store_keys(module))
         for name, site in guide.prototype_trace.iter_stochastic_nodes():
             if self.kind == "normal":
                 frames = tuple(f for f in site["cond_indep_stack"] if f.vectorized)
@@ -106,6 +116,23 @@ class FusedGuide:
                 loc = _Param(*_owner(guide.locs, name))
                 scale = _Param(*_owner(guide.scales, name))
                 self.params.append((loc, scale))
+
+    def _flow_posterior(self) -> Any:
+        """A :class:`~pyrovi.guides.FlowGuide`'s posterior built from its flow module directly,
+        skipping the ``pyro.module`` statement that reading ``guide.flow`` makes (one handler
+        call per flow parameter). That statement computes nothing: it only registers the flow's
+        parameters in Pyro's param store, so the shortcut is taken only where nothing is to be
+        registered (module-local parameters, or every flow parameter already in the store as
+        itself); None otherwise (``get_posterior`` then runs as usual)."""
+        module, registered = self.flow
+        if self.guide._modules.get("flow") is not module:
+            return None
+        if not pyro.settings.get("module_local_params") and not _in_store(registered):
+            registered = _store_keys(module)  # (registered anew since the plan was made?)
+            self.flow = (module, registered)
+            if not _in_store(registered):
+                return None
+        return self.guide._posterior_of(module)
 
     def current(self) -> bool:
         """Whether the plan still describes the guide (same prototype, same parameters)."""
@@ -151,7 +178,9 @@ class FusedGuide:
 
     def _run_continuous(self, outer: Callable[[tuple], float]) -> dict[str, dict[str, Any]] | None:
         guide = self.guide
-        fn = guide.get_posterior()
+        fn = self._flow_posterior() if self.flow is not None else None
+        if fn is None:
+            fn = guide.get_posterior()
         if not getattr(fn, "has_rsample", False):
             return None
         latent = fn()
@@ -161,13 +190,66 @@ class FusedGuide:
         return sites
 
 
+def _is_flow_guide(guide: Any) -> bool:
+    from pyrovi.guides.flow_guide import FlowGuide  # (pyrovi.guides imports pyrovi.infer)
+
+    return (
+        isinstance(guide, FlowGuide)
+        and type(guide).get_posterior is FlowGuide.get_posterior
+        and type(guide)._posterior_of is FlowGuide._posterior_of
+    )
+
+
+def _store_keys(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]] | None:
+    """``[(name in Pyro's param store, parameter)]`` of a module's parameters that need
+    gradients, or None when one of them is not in the store."""
+    store = pyro.get_param_store()
+    keys = []
+    for p in module.parameters():
+        if p.requires_grad:
+            name = store._param_to_name.get(p)
+            if name is None:
+                return None
+            keys.append((name, p))
+    return keys
+
+
+def _in_store(keys: list[tuple[str, torch.Tensor]] | None) -> bool:
+    params = pyro.get_param_store()._params
+    return keys is not None and all(params.get(k) is p for k, p in keys)
+
+
 def _delta_site(site: _Site, unconstrained: torch.Tensor, factor: float) -> dict[str, Any]:
     """The ``Delta`` site of a latent, as the autoguides build it."""
     value = site.transform(unconstrained)
     log_density = site.transform.inv.log_abs_det_jacobian(value, unconstrained)
     log_density = sum_rightmost(log_density, log_density.dim() - value.dim() + site.event_dim)
-    fn = dist.Delta(value, log_density=log_density, event_dim=site.event_dim)
-    return _message(fn, fn(), factor, False)
+    batch_shape = value.shape[: value.dim() - site.event_dim]
+    if log_density.shape != batch_shape or log_density.dtype != value.dtype:
+        fn = dist.Delta(value, log_density=log_density, event_dim=site.event_dim)
+        return _message(fn, fn(), factor, False)
+    # the draw is ``value.expand(shape)``, as ``Delta.rsample`` returns it: the node it adds to
+    # the autograd graph decides the order in which gradients reach ``value``, to the last bit
+    drawn = value.expand(value.shape)
+    return _message(_DrawnDelta(drawn, log_density), drawn, factor, False)
+
+
+class _DrawnDelta:
+    """The ``Delta(value, log_density)`` of a latent site, as the loss evaluates it: at the value
+    it holds, Pyro's ``Delta.log_prob`` is ``log(1) + log_density``, which is ``log_density``
+    bit for bit (adding an exact zero) with the same gradient, so it is returned as is without
+    building the distribution or comparing the value with itself. Elsewhere: Pyro's ``Delta``."""
+
+    __slots__ = ("drawn", "log_density")
+
+    def __init__(self, drawn: torch.Tensor, log_density: torch.Tensor) -> None:
+        self.drawn, self.log_density = drawn, log_density
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        if x is self.drawn:
+            return self.log_density
+        event_dim = self.drawn.dim() - self.log_density.dim()
+        return dist.Delta(self.drawn, self.log_density, event_dim=event_dim).log_prob(x)
 
 
 def _message(fn: Any, value: torch.Tensor, scale: float, auxiliary: bool) -> dict[str, Any]:
@@ -187,11 +269,14 @@ def _outer_scale() -> Callable[[tuple], float] | None:
     """``frames -> scale`` of a guide site under the handlers now active (what they would do to
     an unobserved sample site in plates ``frames``), or None when one of them is not a scaling
     handler this module knows."""
-    stack = list(_PYRO_STACK)
-    if any(type(m) not in _SCALING for m in stack):
+    if not _known_handlers():
         return None
+    stack = list(_PYRO_STACK)
+    known: dict[tuple, float] = {}  # sites in the same plates get the same scale
 
     def scale(frames: tuple) -> float:
+        if frames in known:
+            return known[frames]
         msg = {
             "type": "sample",
             "is_observed": False,
@@ -202,9 +287,15 @@ def _outer_scale() -> Callable[[tuple], float] | None:
         }
         for messenger in reversed(stack):
             messenger._process_message(msg)
+        known[frames] = msg["scale"]
         return msg["scale"]
 
     return scale
+
+
+def _known_handlers() -> bool:
+    """Whether every handler now active is a scaling handler this module reproduces."""
+    return all(type(m) in _SCALING for m in _PYRO_STACK)
 
 
 def _eligible(guide: Any) -> bool:
@@ -252,7 +343,7 @@ def fused_guide(guide: Any, reference: Callable[[], dict[str, dict] | None]) -> 
         plan = _PLANS.get(guide)
     except TypeError:  # not weak-referenceable
         return None
-    if plan is False or _outer_scale() is None:  # unknown handlers: this step through Pyro
+    if plan is False or not _known_handlers():  # unknown handlers: this step through Pyro
         return None
     if plan is not None and plan.current():
         return plan

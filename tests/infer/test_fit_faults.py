@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import multiprocessing as mp
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -157,6 +158,42 @@ def test_parameters_that_overflow_are_never_saved(tmp_path):
         state = load_checkpoint(path)
         assert state["epoch"] == 1
         assert all(torch.isfinite(v).all() for v in state["params"].values())
+
+
+class _LineWithSpare(Line):
+    """``Line`` with a parameter the loss does not use (its gradient stays None)."""
+
+    def __init__(self):
+        super().__init__()
+        self.spare = torch.nn.Parameter(torch.zeros(()))
+
+
+class _SpoilingSGD(torch.optim.SGD):
+    """SGD that writes inf into ``spoil`` after step ``at``: nothing in the loss shows it."""
+
+    def __init__(self, params, spoil, at):
+        super().__init__(params, lr=0.05)
+        self.spoil, self.at, self.steps = spoil, at, 0
+
+    def step(self, closure=None):
+        super().step(closure)
+        self.steps += 1
+        if self.steps == self.at:
+            with torch.no_grad():
+                self.spoil.fill_(float("inf"))
+
+
+@pytest.mark.parametrize("at", [2, 4, 7, 12])  # epochs 1, 2, 3 and the last step of epoch 4
+def test_a_spoilt_parameter_the_loss_never_sees_is_caught_before_fit_returns(at):
+    """Epochs that keep nothing (not the best, no checkpoint) skip the parameter check; a
+    non-finite parameter must still be reported by the next kept epoch or at the end."""
+    model = _LineWithSpare()
+    epoch = (at - 1) // 3 + 1
+    match = r"parameters or buffers \['model.spare'\] are NaN or infinite after epoch (\d)"
+    with pytest.raises(TrainingDivergedError, match=match) as info:
+        _fit_line(model, optimizer=lambda p: _SpoilingSGD(p, model.spare, at))
+    reported = int(re.search(match, str(info.value)).group(1))
+    assert epoch <= reported <= 4
 
 
 def test_no_file_is_named_good_before_this_call_wrote_one(tmp_path):

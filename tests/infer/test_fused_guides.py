@@ -98,6 +98,44 @@ def test_fused_guide_equals_pyro_bit_for_bit(kind, local, device):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_flow_guide_skips_the_module_statement_only_when_nothing_is_to_register(device):
+    """FlowGuide's posterior is built from its flow directly while every flow parameter is in
+    Pyro's param store as itself; after the store is cleared, the next steps read ``guide.flow``
+    through Pyro again, which registers them anew."""
+    args = _data(device)
+    with pyro.settings.context(module_local_params=False):
+        guide = _guide("flow", eight_schools, args, device)
+        _steps(eight_schools, guide, args, fused=True, steps=1)
+        plan = fg._PLANS.get(guide)
+        assert isinstance(plan, fg.FusedGuide) and plan._flow_posterior() is not None
+        names = set(pyro.get_param_store().keys())
+        assert any("flow" in n for n in names)
+        pyro.clear_param_store()
+        assert plan._flow_posterior() is None  # not registered: Pyro's path registers them
+        _steps(eight_schools, guide, args, fused=True, steps=1)
+        assert set(pyro.get_param_store().keys()) >= {n for n in names if "flow" in n}
+        assert plan._flow_posterior() is not None
+    with pyro.settings.context(module_local_params=True):
+        assert plan._flow_posterior() is not None
+
+
+def simplex_model(y, sigma):
+    """Latents with event dimensions: a simplex (stick-breaking, event_dim 1) and a vector."""
+    w = pyro.sample("w", dist.Dirichlet(torch.ones(3, dtype=y.dtype, device=y.device)))
+    locs = pyro.sample("locs", dist.Normal(0.0, 10.0).expand([3]).to_event(1))
+    with pyro.plate("schools", len(y)):
+        pyro.sample("obs", dist.Normal((w * locs).sum(), sigma), obs=y)
+
+
+@pytest.mark.parametrize("kind", sorted(GUIDES))
+def test_event_dim_latents_bit_for_bit(kind, device):
+    args = _data(device)
+    guide = _guide(kind, simplex_model, args, device)
+    fused = _steps(simplex_model, guide, args, fused=True)
+    assert isinstance(fg._PLANS.get(guide), fg.FusedGuide)
+    _assert_identical(fused, _steps(simplex_model, guide, args, fused=False))
+
+
 @pytest.mark.parametrize("kind", ["normal", "diagonal"])
 def test_scaling_handlers_are_reproduced(kind, device):
     args = _data(device)
