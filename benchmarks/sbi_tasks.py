@@ -145,8 +145,8 @@ def table(results: dict) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     timing_lines = [
-        "| task | method | budget | pyrovi s | sbi s | ratio | C2ST pyrovi / sbi |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| task | method | budget | pyrovi s | sbi s | ratio | repeats | C2ST pyrovi / sbi |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for task in ref.TASKS:
         for key, rows in results.get(task, {}).items():
@@ -155,6 +155,9 @@ def table(results: dict) -> str:
             for budget in ("1000", "10000", "100000"):
                 row = rows.get(budget, {})
                 ours = f"{row['c2st_mean']:.3f}" if "c2st_mean" in row else "–"
+                seen = len(row.get("c2st_per_obs", {}))
+                if 0 < seen < 10:  # fewer observations than the protocol's 10
+                    ours += f" [{seen} obs]"
                 theirs = f"{pub[budget]:.3f}" if pub.get(budget) is not None else "–"
                 cells.append(f"{ours} ({theirs})")
                 for n, t in row.get("timing", {}).items():
@@ -162,7 +165,8 @@ def table(results: dict) -> str:
                     sbi_s = statistics.median(t["sbi_total_s"])
                     timing_lines.append(
                         f"| {task} | {key} | {budget} | {ours_s:.1f} | {sbi_s:.1f} | "
-                        f"{t['ratio_of_medians']:.2f} | {t['pyrovi_c2st']:.3f} / "
+                        f"{t['ratio_of_medians']:.2f} | {len(t['pyrovi_total_s'])} | "
+                        f"{t['pyrovi_c2st']:.3f} / "
                         f"{t['sbi_c2st']:.3f} (obs {n}) |"
                     )
             count = max(len(row.get("c2st_per_obs", {})) for row in rows.values())
