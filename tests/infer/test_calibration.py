@@ -56,6 +56,16 @@ def test_c2st_chance_for_equal_distributions_and_one_for_disjoint_ones():
     assert 0.58 < c2st(a, b + torch.tensor([0.8, 0.0, 0.0])) < 0.72
 
 
+def test_c2st_without_early_stopping_is_sbibms_classifier_and_agrees_on_clear_cases():
+    torch.manual_seed(0)
+    a, b = torch.randn(400, 2), torch.randn(400, 2)
+    kwargs = {"seed": 1, "early_stopping": False, "max_iter": 10_000}
+    assert c2st(a, b, **kwargs) < 0.57
+    assert c2st(a, b + 4.0, **kwargs) > 0.98
+    # Bayes accuracy of a 0.8 shift is Φ(0.4) ≈ 0.655 whichever classifier is used
+    assert 0.58 < c2st(a, b + torch.tensor([0.8, 0.0]), **kwargs) < 0.72
+
+
 def test_c2st_is_invariant_to_affine_maps_through_z_scoring():
     torch.manual_seed(0)
     a, b = torch.randn(300, 2), 1.3 * torch.randn(300, 2) + 0.3
