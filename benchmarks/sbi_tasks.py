@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(ROOT.parent / "outputs" / "sbi_samples"),
         help="where the posterior draws are kept ('' to keep none)",
     )
+    p.add_argument(
+        "--thin",
+        type=int,
+        default=10,
+        help="NLE sampler: ensemble steps between kept draws (results under 'nle_t<n>' "
+        "with another than 10)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--sbi-python", default=None, help="python of an environment with sbi")
@@ -217,6 +224,8 @@ def _key(method: str, args) -> str:
         key += f"_b{args.batch_size}"
     if args.lr_drops:
         key += f"_d{args.lr_drops}"
+    if method == "nle" and args.thin != 10:
+        key += f"_t{args.thin}"
     return key
 
 
@@ -426,6 +435,7 @@ def main(argv: list[str] | None = None) -> dict:
     FLOW["flow"] = args.flow
     TRAIN["batch_size"] = args.batch_size
     TRAIN["lr_drops"] = args.lr_drops
+    MCMC["thin"] = args.thin
     tasks = [t for t in args.tasks.split(",") if t]
     methods = [m for m in args.methods.split(",") if m]
     budgets = [int(b) for b in args.budgets.split(",") if b]
@@ -467,6 +477,8 @@ def main(argv: list[str] | None = None) -> dict:
                 )
                 if method == "tsnpe":
                     row["num_rounds"] = args.num_rounds
+                if method == "nle":
+                    row["thin"] = args.thin
                 entry[str(budget)] = {**entry.get(str(budget), {}), **row}
                 if args.sbi_python:
                     entry[str(budget)]["timing"] = timing(task, method, budget, args)
