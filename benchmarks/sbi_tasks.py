@@ -182,9 +182,12 @@ def table(results: dict) -> str:
             for budget in ("1000", "10000", "100000"):
                 row = rows.get(budget, {})
                 ours = f"{row['c2st_mean']:.3f}" if "c2st_mean" in row else "–"
+                seen = len(row.get("c2st_per_obs", {}))
                 if "c2st_sbibm_mean" in row:  # scored by sbibm's classifier as well
                     ours += f" / {row['c2st_sbibm_mean']:.3f}"
-                seen = len(row.get("c2st_per_obs", {}))
+                    scored = len(row.get("c2st_sbibm_per_obs", {}))
+                    if scored != seen:  # older draws, not kept, were not rescored
+                        ours += f" [sbibm: {scored} obs]"
                 if 0 < seen < 10:  # fewer observations than the protocol's 10
                     ours += f" [{seen} obs]"
                 theirs = f"{pub[budget]:.3f}" if pub.get(budget) is not None else "–"

@@ -1,0 +1,45 @@
+"""The C2ST table of ``benchmarks/sbi_tasks.py`` says how many observations each mean covers."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "sbi_tasks.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("pyrovi_benchmark_sbi_tasks", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(fast: dict, sbibm: dict | None = None) -> dict:
+    row = {"c2st_per_obs": fast, "c2st_mean": sum(fast.values()) / len(fast)}
+    if sbibm is not None:
+        row["c2st_sbibm_per_obs"] = sbibm
+        row["c2st_sbibm_mean"] = sum(sbibm.values()) / len(sbibm)
+    return row
+
+
+def test_table_marks_means_over_fewer_observations_and_partial_rescoring():
+    module = _load()
+    all_ten = {str(n): 0.6 for n in range(1, 11)}
+    last_eight = {str(n): 0.55 for n in range(3, 11)}
+    results = {
+        "published": {"c2st": {"slcp": {"TSNPE": {"100000": 0.745}}}},
+        "slcp": {
+            "tsnpe_nsf": {
+                "1000": _row({"1": 0.9, "2": 0.8}),
+                "10000": _row(all_ten, dict(all_ten)),
+                "100000": _row(all_ten, last_eight),
+            }
+        },
+    }
+    line = next(x for x in module.table(results).splitlines() if x.startswith("| slcp"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2] == "0.850 [2 obs] (–)"
+    assert cells[3] == "0.600 / 0.600 (–)"
+    assert cells[4] == "0.600 / 0.550 [sbibm: 8 obs] (0.745)"
+    assert cells[5] == "10"
