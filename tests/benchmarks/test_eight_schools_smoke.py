@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "eight_schools.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("pyrovi_benchmark_eight_schools", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.example_loader import load_benchmark
 
 
 def test_eight_schools_quick_run(tmp_path):
     out = tmp_path / "eight_schools.json"
     threads = torch.get_num_threads()
-    report = _load().main(["--quick", "--out", str(out)])
+    report = load_benchmark("eight_schools").main(["--quick", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert set(saved["results"]) == {"nuts", "normal", "iaf"}
     assert saved["config"]["steps"] == 100 and saved["config"]["quick"] is True
@@ -54,7 +45,7 @@ def test_eight_schools_quick_run(tmp_path):
 
 
 def test_eight_schools_quick_writes_nothing_by_default(tmp_path, monkeypatch):
-    module = _load()
+    module = load_benchmark("eight_schools")
     monkeypatch.setattr(module, "ROOT", tmp_path)
     tiny = "--guides iaf --steps 5 --nuts-warmup 5 --nuts-samples 5 --khat-draws 21"
     report = module.main(["--quick", *tiny.split()])
@@ -64,4 +55,4 @@ def test_eight_schools_quick_writes_nothing_by_default(tmp_path, monkeypatch):
 
 def test_eight_schools_rejects_unknown_guides():
     with pytest.raises(SystemExit, match="unknown guides"):
-        _load().main(["--quick", "--guides", "normal,glow"])
+        load_benchmark("eight_schools").main(["--quick", "--guides", "normal,glow"])

@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "sbi_tasks.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("pyrovi_benchmark_sbi_tasks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.example_loader import load_benchmark
 
 
 def _row(fast: dict, sbibm: dict | None = None) -> dict:
@@ -24,7 +14,7 @@ def _row(fast: dict, sbibm: dict | None = None) -> dict:
 
 
 def test_table_marks_means_over_fewer_observations_and_partial_rescoring():
-    module = _load()
+    module = load_benchmark("sbi_tasks")
     all_ten = {str(n): 0.6 for n in range(1, 11)}
     last_eight = {str(n): 0.55 for n in range(3, 11)}
     results = {

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pyro
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "step_time.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("pyrovi_benchmark_step_time", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.example_loader import load_benchmark
 
 
 def test_step_time_tiny_run(tmp_path, device):
     out = tmp_path / "step_time.json"
     threads = torch.get_num_threads()
-    report = _load().main(
+    report = load_benchmark("step_time").main(
         [
             "--models",
             "vae,flow,sde",
@@ -80,7 +71,7 @@ def test_step_time_small_models_tiny_run(tmp_path):
     ELBO equal to Pyro's from the same seed and parameters (float64)."""
     out = tmp_path / "step_time.json"
     threads = torch.get_num_threads()
-    report = _load().main(
+    report = load_benchmark("step_time").main(
         ["--models", "small", "--small-steps", "2", "--repeats", "1", "--out", str(out)]
     )
     assert torch.get_num_threads() == threads
