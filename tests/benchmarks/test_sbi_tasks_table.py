@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.example_loader import load_benchmark
 
 
@@ -33,3 +35,20 @@ def test_table_marks_means_over_fewer_observations_and_partial_rescoring():
     assert cells[3] == "0.600 / 0.600 (–)"
     assert cells[4] == "0.600 / 0.550 [sbibm: 8 obs] (0.745)"
     assert cells[5] == "10"
+
+
+def test_results_keys_name_every_setting_away_from_the_default():
+    module = load_benchmark("sbi_tasks")
+    parse = module.build_parser().parse_args
+    assert module._key("tsnpe", parse([])) == "tsnpe"
+    args = parse(["--flow", "nsf", "--num-rounds", "10", "--threshold-samples", "100000"])
+    assert module._key("tsnpe", args) == "tsnpe_nsf_10r_s100000"
+    assert module._key("npe", args) == "npe_nsf"  # TSNPE's settings do not rename NPE
+    args = parse(["--batch-size", "1000", "--lr-drops", "3", "--thin", "50"])
+    assert module._key("nle", args) == "nle_b1000_d3_t50"
+
+
+def test_threshold_samples_must_be_positive():
+    module = load_benchmark("sbi_tasks")
+    with pytest.raises(SystemExit, match="--threshold-samples: expected a positive count, got 0"):
+        module.main(["--threshold-samples", "0", "--tasks", "slcp"])
