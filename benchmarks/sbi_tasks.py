@@ -246,9 +246,11 @@ def _key(method: str, args) -> str:
 
 def train_amortized(method: str, model, budget: int, seed: int, sims=None):
     """An NPE or NLE trained on ``budget`` simulations (or the given ones); (estimator, result,
-    simulate_s)."""
-    est = _npe(model) if method == "npe" else _nle(model)
+    simulate_s). The seed is set before the flow is built, so its initial weights, and with them
+    the whole run, do not depend on what the process did before (other observations, other
+    methods)."""
     pyro.set_rng_seed(seed)
+    est = _npe(model) if method == "npe" else _nle(model)
     t0 = time.perf_counter()
     theta, y = sims if sims is not None else est.simulate(budget, progress=False)
     simulate_s = time.perf_counter() - t0
@@ -265,9 +267,10 @@ def draw(method: str, est, y_o: torch.Tensor, num: int) -> torch.Tensor:
 
 
 def run_tsnpe(model, y_o: torch.Tensor, budget: int, rounds: int, seed: int, first=None):
-    """TSNPE for one observation: (estimator, rounds result, seconds)."""
-    est = _npe(model)
+    """TSNPE for one observation: (estimator, rounds result, seconds); seeded before the flow is
+    built, like :func:`train_amortized`."""
     pyro.set_rng_seed(seed)
+    est = _npe(model)
     t0 = time.perf_counter()
     out = est.train_rounds(
         y_o, rounds, budget // rounds, seed=seed, progress=False, **TSNPE, **TRAIN

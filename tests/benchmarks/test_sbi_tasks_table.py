@@ -52,3 +52,23 @@ def test_threshold_samples_must_be_positive():
     module = load_benchmark("sbi_tasks")
     with pytest.raises(SystemExit, match="--threshold-samples: expected a positive count, got 0"):
         module.main(["--threshold-samples", "0", "--tasks", "slcp"])
+
+
+@pytest.mark.parametrize("method", ["npe", "nle"])
+def test_training_runs_do_not_depend_on_the_random_state_before_them(method):
+    """Split runs (observations 1-5 and 6-10 in two processes) must train the same flow: the seed
+    covers the flow's initial weights, not only simulation and training."""
+    import torch
+
+    from pyrovi.models import sbi_task
+
+    module = load_benchmark("sbi_tasks")
+    model = sbi_task("gaussian_linear")
+    weights = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        torch.rand(state * 7)
+        est, result, _ = module.train_amortized(method, model, 100, seed=0)
+        weights.append(torch.cat([p.detach().flatten() for p in est.net.parameters()]))
+        assert result.epochs >= 1
+    assert torch.equal(weights[0], weights[1])
