@@ -30,7 +30,9 @@ Tasks (priors and simulators written here in plain torch, after sbibm 1.1.0's de
   from ``design_matrix.pt`` and ``stimulus_I.pt`` instead.
 
 Methods (sbi's defaults except as noted; all with ``density_estimator="maf"``, nflows MAF with
-5 transforms of 50 hidden units; training batch 200, Adam 5e-4, 10% validation, patience 20):
+5 transforms of 50 hidden units, or with ``--density-estimator nsf`` sbi's spline flow (5
+transforms of 50 hidden units, 10 bins); training batch 200, Adam 5e-4, 10% validation,
+patience 20):
 
 * ``npe``: ``NPE(prior, density_estimator="maf").append_simulations(θ, y).train()``, then
   ``build_posterior().sample((n,), x=y_o)`` (direct sampling, rejecting outside the prior).
@@ -88,6 +90,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sims", default=None, help="torch file with theta (N, D) and y (N, S)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--sbibm-dir", default=None, help="unzipped sbibm wheel (bernoulli_glm)")
+    p.add_argument(
+        "--density-estimator",
+        choices=("maf", "nsf"),
+        default="maf",
+        help="sbi's flow: maf (nflows MAF) or nsf (nflows rational-quadratic spline coupling)",
+    )
     p.add_argument(
         "--mcmc-method", default=None, help="NLE sampler (default: sbi's, slice_np_vectorized)"
     )
@@ -290,7 +298,7 @@ def run_single_round(args, task, prior, x_o, timer, info):
             theta = prior.sample((args.budget,))
             y = task.simulate(theta)
     cls = NPE if args.method == "npe" else NLE
-    inference = cls(prior=prior, density_estimator="maf", show_progress_bars=False)
+    inference = cls(prior=prior, density_estimator=args.density_estimator, show_progress_bars=False)
     with timer("train_s"):
         inference.append_simulations(theta, y).train()
     info["epochs"] = int(inference.epoch)
@@ -351,7 +359,7 @@ def run_tsnpe(args, task, prior, x_o, timer, info):
     from sbi.utils import RestrictedPrior, get_density_thresholder
 
     per_round = args.budget // args.num_rounds
-    inference = NPE(prior=prior, density_estimator="maf", show_progress_bars=False)
+    inference = NPE(prior=prior, density_estimator=args.density_estimator, show_progress_bars=False)
     proposal = prior
     epochs, acceptance = [], []
     posterior = None
@@ -452,7 +460,7 @@ def main(args: argparse.Namespace) -> dict:
         "seed": args.seed,
         "num_samples": args.num_samples,
         "num_rounds": args.num_rounds if args.method == "tsnpe" else 1,
-        "density_estimator": "maf",
+        "density_estimator": args.density_estimator,
         **timer.times,
         "total_s": sum(timer.times.values()),
         **info,

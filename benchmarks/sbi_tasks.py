@@ -397,6 +397,8 @@ def sbi_total(task: str, method: str, budget: int, n: int, sims_path: Path, args
             str(args.threads),
             "--sims",
             str(sims_path),
+            "--density-estimator",
+            args.flow,
             "--quiet",
         ]
         subprocess.run(cmd, check=True, cwd=tmp, stdout=subprocess.DEVNULL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tests.example_loader import load_benchmark
 
@@ -72,3 +73,35 @@ def test_training_runs_do_not_depend_on_the_random_state_before_them(method):
         weights.append(torch.cat([p.detach().flatten() for p in est.net.parameters()]))
         assert result.epochs >= 1
     assert torch.equal(weights[0], weights[1])
+
+
+@pytest.mark.parametrize("flow", ["maf", "nsf"])
+def test_sbi_side_trains_the_flow_pyrovi_trains(flow, monkeypatch, tmp_path):
+    """The wall-time comparison hands ``--flow`` to sbi as its ``density_estimator``."""
+    tasks = load_benchmark("sbi_tasks")
+    side = load_benchmark("sbi_side")
+    args = tasks.build_parser().parse_args(
+        ["--flow", flow, "--sbi-python", "python", "--num-rounds", "10"]
+    )
+    seen = {}
+
+    def fake_run(cmd, **kwargs):
+        seen["args"] = side.parse_args(cmd[2:])
+        raise RuntimeError("stop before reading the output")
+
+    monkeypatch.setattr(tasks.subprocess, "run", fake_run)
+    # no sbibm files at test time: a stand-in observation
+    monkeypatch.setattr(tasks.ref, "observation", lambda task, n: torch.zeros(8))
+    with pytest.raises(RuntimeError, match="stop before"):
+        tasks.sbi_total("slcp", "tsnpe", 10_000, 1, tmp_path / "sims.pt", args)
+    assert seen["args"].density_estimator == flow
+    assert seen["args"].num_rounds == 10
+
+
+def test_sbi_side_names_the_flows_it_accepts(capsys):
+    side = load_benchmark("sbi_side")
+    argv = ["--task", "slcp", "--method", "npe", "--budget", "10", "--obs", "o.pt", "--out", "o"]
+    with pytest.raises(SystemExit):
+        side.parse_args([*argv, "--density-estimator", "mdn"])
+    assert "--density-estimator" in capsys.readouterr().err
+    assert side.parse_args(argv).density_estimator == "maf"
